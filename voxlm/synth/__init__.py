@@ -1,0 +1,1 @@
+"""Synthetic speech world: TTS engines, monologue corpora and two-channel dialogues."""
