@@ -38,8 +38,10 @@ def frames(audio: np.ndarray) -> np.ndarray:
 
 
 def frame_db(audio: np.ndarray) -> np.ndarray:
-    """Energy per 10 ms frame in dB: [N]."""
-    return 10 * np.log10(np.mean(np.square(frames(audio)), axis=1) + 1e-10)
+    """Energy per 10 ms frame (non-overlapping, so pause edges stay sharp) in dB: [N]."""
+    n = max(1, len(audio) // HOP)
+    block = np.pad(audio.astype(np.float32), (0, max(0, n * HOP - len(audio))))[: n * HOP]
+    return 10 * np.log10(np.mean(np.square(block.reshape(n, HOP)), axis=1) + 1e-10)
 
 
 def features(audio: np.ndarray) -> np.ndarray:
@@ -95,22 +97,37 @@ def speech_runs(audio: np.ndarray):
 
 
 def snap_to_pauses(words: list, audio: np.ndarray) -> list:
-    """Move word starts/ends within SNAP_SECONDS onto the nearest speech onset/offset."""
-    runs = speech_runs(audio)
-    if not runs:
+    """Fit word boundaries to the pauses of `audio`:
+    1. starts/ends within SNAP_SECONDS of a speech onset/offset move onto it;
+    2. a speech run's (>= 50 ms) onset that no word covers becomes the start of the next word
+       (DTW tends to start a word late after a pause); an uncovered offset becomes the end of
+       the word before it;
+    3. words do not overlap, and each is tightened to its first and last speech frame."""
+    runs = [r for r in speech_runs(audio) if r[1] - r[0] >= 0.05]
+    if not runs or not words:
         return words
     onsets = np.array([r[0] for r in runs])
     offsets = np.array([r[1] for r in runs])
-    out = []
-    for w in words:
-        start, end = w.start, w.end
-        k = int(np.argmin(np.abs(onsets - start)))
-        if abs(onsets[k] - start) <= SNAP_SECONDS:
-            start = float(onsets[k])
-        k = int(np.argmin(np.abs(offsets - end)))
-        if abs(offsets[k] - end) <= SNAP_SECONDS:
-            end = float(offsets[k])
-        out.append(type(w)(w.w, start, max(end, start + 0.01)))
+    starts = np.array([w.start for w in words], dtype=float)
+    ends = np.array([w.end for w in words], dtype=float)
+    for k in range(len(words)):
+        near = int(np.argmin(np.abs(onsets - starts[k])))
+        if abs(onsets[near] - starts[k]) <= SNAP_SECONDS:
+            starts[k] = onsets[near]
+        near = int(np.argmin(np.abs(offsets - ends[k])))
+        if abs(offsets[near] - ends[k]) <= SNAP_SECONDS:
+            ends[k] = offsets[near]
+    for on, off in runs:  # every run's onset and offset belongs to some word
+        if not np.any((starts <= on + 0.02) & (ends > on)):
+            later = np.nonzero(starts > on)[0]
+            if len(later) and starts[later[0]] - off < 0.5:
+                starts[later[0]] = on
+        if not np.any((starts < off) & (ends >= off - 0.02)):
+            earlier = np.nonzero(ends < off)[0]
+            if len(earlier) and on - ends[earlier[-1]] < 0.5:
+                ends[earlier[-1]] = off
+    ends[:-1] = np.minimum(ends[:-1], np.maximum(starts[1:], starts[:-1] + 0.01))
+    out = [type(w)(w.w, float(a), float(max(b, a + 0.01))) for w, a, b in zip(words, starts, ends)]
     return tighten(out, audio)
 
 

@@ -368,7 +368,7 @@ class KokoroEngine(Engine):
             out = self._session.run(None, {"tokens": np.array([[0, *tokens, 0]], dtype=np.int64),
                                            "style": ref, "speed": np.array([rate], np.float32)})[0]
             pieces.append(np.asarray(out, np.float32).ravel())
-            pieces.append(np.zeros(int(0.25 * self.MODEL_RATE), np.float32))  # sentence pause
+            pieces.append(np.zeros(int(0.1 * self.MODEL_RATE), np.float32))  # sentence pause
         if not pieces:
             return np.zeros(0, np.float32)
         return resample(np.concatenate(pieces[:-1]), self.MODEL_RATE)

@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+
+SR = 16_000
+
+
+def pauses(audio: np.ndarray, min_seconds: float = 0.15, floor_db: float = -40.0):
+    """Silences longer than min_seconds between speech, by a 10 ms energy gate: [(start, end)]."""
+    hop = SR // 100
+    n = len(audio) // hop
+    db = 10 * np.log10(np.mean(audio[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-10)
+    speech = db > db.max() + floor_db
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], speech.astype(int), [0]])))
+    for on, off in zip(edges[::2], edges[1::2]):  # clicks (speech under 30 ms) are not words
+        if off - on < 3:
+            speech[on:off] = False
+    idx = np.nonzero(speech)[0]
+    out = []
+    for a, b in zip(idx[:-1], idx[1:]):
+        if (b - a - 1) * hop / SR >= min_seconds:
+            out.append(((a + 1) * hop / SR, b * hop / SR))
+    return out
+
+
+@pytest.fixture(scope="session")
+def engines():
+    from voxlm.synth.engines import get_engine
+
+    made = {}
+
+    def get(name):
+        if name not in made:
+            made[name] = get_engine(name)
+        return made[name]
+
+    yield get
+    for e in made.values():
+        e.close()
