@@ -61,7 +61,7 @@ def test_wav_bit_depths(tmp_path, subtype):
     check_tone(audio)
     exact = tone(SAMPLE_RATE)
     tolerance = {"PCM_U8": 0.03, "PCM_16": 3e-3, "PCM_24": 3e-3, "FLOAT": 3e-3}[subtype]
-    assert np.abs(audio[800:-800] - exact[800:-800]).max() < tolerance  # same waveform, not just pitch
+    assert np.abs(audio[800:-800] - exact[800:-800]).max() < tolerance  # waveform, not only pitch
 
 
 def test_stereo_mixes_down_to_mono(tmp_path):

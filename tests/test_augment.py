@@ -60,7 +60,7 @@ def test_speed_changes_length_pitch_and_timings(speech, speed):
         assert after.end == pytest.approx(before.end / speed, abs=1e-3)
     assert words[-1].end <= len(out) / SAMPLE_RATE
     fast, _ = A.apply(tone(), [], A.Augment(speed=speed))
-    assert peak_freq(fast) == pytest.approx(440.0 * speed, rel=0.005)  # sox speed is a tape speed-up
+    assert peak_freq(fast) == pytest.approx(440.0 * speed, rel=0.005)  # like a faster tape
 
 
 def test_speed_scales_dict_words():

@@ -44,6 +44,29 @@ def check_audio(audio: np.ndarray, name="audio") -> np.ndarray:
     return audio
 
 
+def _wav_missing_bytes(path: Path) -> int:
+    """Bytes a RIFF/WAVE file's data chunk declares beyond the end of the file (0 if complete).
+
+    libsndfile quietly shortens a cut wav to what is there, so a truncated download would load as
+    a shorter clip; the header still says how long it should be."""
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return 0
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk, n = struct.unpack("<4sI", f.read(8))
+            if chunk == b"data":  # 0 / 0xFFFFFFFF: written by a stream that never knew its length
+                missing = pos + 8 + n - size
+                return missing if n not in (0, 0xFFFFFFFF) and missing > n // 100 else 0
+            pos += 8 + n + (n & 1)
+    return 0
+
+
 def load_audio(path, sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_SECONDS,
                mono: bool = True) -> np.ndarray:
     """Read an audio file into float32 at `sample_rate`: [T] when mono, else [T, C].
@@ -66,6 +89,10 @@ def load_audio(path, sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_SE
         reason = str(exc).split(":")[-1].strip() or "unknown format"
         raise _error(path, f"not a readable audio file ({reason})",
                      f"pass one of {', '.join(READABLE)}") from None
+    missing = _wav_missing_bytes(path) if info.format == "WAV" else 0
+    if missing:
+        raise _error(path, f"file is truncated ({missing} bytes of audio missing)",
+                     "re-export or re-download it")
     if info.frames > 0 and info.frames / info.samplerate > max_seconds:
         raise _error(path, f"audio is {info.frames / info.samplerate:.0f} s long, over the "
                      f"{max_seconds:.0f} s limit", "cut it into shorter files or raise the limit")

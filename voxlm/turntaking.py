@@ -80,7 +80,7 @@ class TurnTakingStats:
     pause: EventStats
     gap: EventStats
     overlap: EventStats
-    gap_mode_s: float  # centre of the fullest HIST_BIN_S bin of gap durations
+    gap_mode_s: float  # centre of the fullest HIST_BIN_S bin of gaps not next to a backchannel
     overlap_transition_share: float  # transitions in overlap / all transitions
     backchannels_per_min: float  # IPU heuristic
     backchannels_per_min_manifest: float | None = None  # from manifest rows, when given
@@ -185,24 +185,29 @@ def dialogue_stats(items, rows: list | None = None, min_silence_s: float = MIN_S
     durations = {k: [] for k in ("ipu", "pause", "gap", "overlap", "backchannel")}
     switches = 0
     seconds = 0.0
+    transition_gaps = []  # gaps not next to a backchannel: floor-transfer offsets > 0
     for item in items:
         stereo = _load(item)
         seconds += len(stereo) / SAMPLE_RATE
-        for ev in turn_events(stereo, min_silence_s):
+        events = turn_events(stereo, min_silence_s)
+        edges = {t for ev in events if ev.kind == "backchannel" for t in (ev.start, ev.end)}
+        for ev in events:
             durations[ev.kind].append(ev.duration)
             switches += ev.kind == "overlap" and ev.channel >= 0
+            if ev.kind == "gap" and ev.start not in edges and ev.end not in edges:
+                transition_gaps.append(ev.duration)
     if seconds <= 0:
         from .errors import VoxlmError
 
         raise VoxlmError("no dialogue audio to measure; pass at least one stereo wav or array")
     minutes = seconds / 60.0
-    gaps = np.asarray(durations["gap"])
+    gaps = np.asarray(transition_gaps or durations["gap"])
     if len(gaps):
         counts = np.bincount(np.floor(gaps / HIST_BIN_S + 1e-6).astype(int))
         mode = (int(np.argmax(counts)) + 0.5) * HIST_BIN_S
     else:
         mode = float("nan")
-    transitions = len(gaps) + switches
+    transitions = len(transition_gaps) + switches
     labelled = None
     if rows is not None:
         n = sum(1 for r in rows for turn in r.get("turns", []) if turn.get("kind") == "backchannel")

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE, resample
+from ..audio import SAMPLE_RATE, check_audio, resample
 from ..errors import VoxlmError
 from .engines import Word
 
 NOISE_COLOURS = ("white", "pink", "brown")  # power spectrum flat, 1/f, 1/f^2
-HEADROOM = 4.0  # sox clips at full scale inside its chain: scale down by 12 dB going in, up coming out
+HEADROOM = 4.0  # sox clips at full scale inside its chain: 12 dB down going in, back up coming out
 REVERB_TAIL = 0.5  # seconds: the most reverb tail kept after the last sample of the input
 TAIL_FLOOR_DB = -60.0  # tail samples quieter than this (relative to the peak) are trimmed off
 PHONE_RATE = 8_000  # Hz, narrowband telephone (G.711)
@@ -49,7 +49,8 @@ class Augment:
             raise VoxlmError(f"augment pitch {self.pitch_cents} cents is out of range; "
                              "use -1200 to 1200 (one octave)")
         if self.snr_db is not None and not -10 <= self.snr_db <= 100:
-            raise VoxlmError(f"augment snr {self.snr_db} dB is out of range; use -10 to 100 or None")
+            raise VoxlmError(f"augment snr {self.snr_db} dB is out of range; "
+                             "use -10 to 100, or None for no noise")
         if self.noise not in NOISE_COLOURS:
             raise VoxlmError(f"unknown noise colour '{self.noise}'; use one of "
                              f"{', '.join(NOISE_COLOURS)}")
@@ -73,7 +74,7 @@ class Augment:
 
 def random_augment(rng: np.random.Generator, strength: float = 0.5) -> Augment:
     """Sample a sensible mix: each effect is on with a probability that grows with `strength`
-    (0 = always clean, 1 = strong), and its size grows with it too. At strength 0.5 about 40% of
+    (0 = always clean, 1 = strong), and its size grows with it too. At strength 0.5 about 35% of
     utterances come out clean and most of the rest get one or two light effects."""
     if not 0 <= strength <= 1:
         raise VoxlmError(f"augment strength {strength} is out of range; use 0 to 1")
@@ -95,7 +96,7 @@ def apply(audio: np.ndarray, words: list, augment: Augment, seed: int = 0):
     Words (Word tuples or {"w","start","end"} dicts, seconds) scale by 1/speed and are clipped to
     the new length; every other effect keeps the timings. Output is finite with peak <= 1.
     """
-    audio = np.asarray(audio, dtype=np.float32).reshape(-1)  # [T]
+    audio = check_audio(np.reshape(audio, -1), "augment input")  # [T], finite, not empty
     if augment.identity:
         return audio.copy(), list(words)
     length = int(round(len(audio) / augment.speed))  # samples after the speed change
@@ -111,7 +112,8 @@ def apply(audio: np.ndarray, words: list, augment: Augment, seed: int = 0):
     peak = float(np.abs(audio).max()) if audio.size else 0.0
     if peak > 1.0:
         audio = audio / peak  # scale rather than clip: keeps the SNR and the spectrum
-    return audio.astype(np.float32), scale_words(words, 1.0 / augment.speed, len(audio) / SAMPLE_RATE)
+    words = scale_words(words, 1.0 / augment.speed, len(audio) / SAMPLE_RATE)
+    return audio.astype(np.float32), words
 
 
 def _effects(augment: Augment) -> list:
@@ -184,7 +186,8 @@ def coloured_noise(n: int, colour: str, rng: np.random.Generator) -> np.ndarray:
     return noise / max(float(np.sqrt(np.mean(noise ** 2))), 1e-12)
 
 
-def add_noise(audio: np.ndarray, snr_db: float, colour: str, rng: np.random.Generator) -> np.ndarray:
+def add_noise(audio: np.ndarray, snr_db: float, colour: str,
+              rng: np.random.Generator) -> np.ndarray:
     """Add noise at exactly `snr_db` below the speech power (speech_power); silence stays as is."""
     power = speech_power(audio)
     if power <= 0:

@@ -16,8 +16,9 @@ Timing follows what conversation research measured in real talk:
 - backchannels ("mm-hmm", "yeah", ...) in the listener's voice and channel, at pauses inside the
   other speaker's longer turns.
 
-Every dialogue is a pure function of (config.seed, index): `make_dialogue` draws everything from
-a generator seeded by both. `synthesize_dialogues` writes `OUT/dialogues/{id}.wav`, then its
+`make_dialogue` draws every choice from generators seeded by (config.seed, index), so the same
+pair gives the same voices, texts and turn structure (timings can move by a few ms because eSpeak
+NG itself does not render a text identically twice). `synthesize_dialogues` writes `OUT/dialogues/{id}.wav`, then its
 sidecar `OUT/dialogues/{id}.json` (both atomic), then `OUT/manifest.jsonl` from the sidecars in
 id order; a re-run skips ids whose sidecar exists.
 """
@@ -78,7 +79,7 @@ class DialogueConfig:
     backchannel_prob: float = 0.4  # chance of a backchannel at each eligible pause
     backchannel_min_turn_s: float = 2.0  # s of speech a turn needs before it gets backchannels
     backchannel_min_pause_s: float = 0.2  # s, shortest within-turn pause that can host one
-    backchannel_delay_s: tuple = (0.0, 0.25)  # s, listener onset after the pause began
+    backchannel_delay_s: tuple = (0.1, 0.4)  # s, listener onset after the pause began
     backchannel_clear_s: float = 0.3  # s, keep this far from the listener's own speech
     edge_s: float = 0.3  # s of silence before the first and after the last speech
 
@@ -132,6 +133,7 @@ class _Context:
     engines: dict
     voices: tuple  # (user Voice, assistant Voice)
     prosody: tuple  # ((rate, pitch) user, (rate, pitch) assistant)
+    bc_rng: random.Random  # own stream, so backchannels do not shift the main turns' draws
     cache: dict = field(default_factory=dict)
 
 
@@ -313,7 +315,7 @@ def _backchannels(ctx: _Context, placed: list) -> list:
     """Backchannels in the listener's channel at pauses inside the other speaker's long turns."""
     from .engines import Word
 
-    cfg, rng = ctx.config, ctx.rng
+    cfg, rng = ctx.config, ctx.bc_rng
     busy = {USER: [], ASSISTANT: []}
     for p in placed:
         busy[p.channel].append((p.onset, p.offset))
@@ -381,7 +383,8 @@ def close_engines(engines: dict):
 
 def make_dialogue(index: int, config: DialogueConfig = DialogueConfig(), engines: dict | None = None):
     """Build dialogue `index`: (stereo [T, 2] float32 16 kHz, manifest row). Deterministic given
-    (config.seed, index) for deterministic engines. `engines` is a {name: Engine} dict that is
+    (config.seed, index) up to the engines: eSpeak NG renders the same text a few ms
+    differently from call to call, which can move timings and the choices that depend on them. `engines` is a {name: Engine} dict that is
     filled lazily and reused across calls (close it with `close_engines`); None: a private one."""
     from .engines import parse_voice
 
@@ -396,7 +399,8 @@ def make_dialogue(index: int, config: DialogueConfig = DialogueConfig(), engines
     own = engines is None
     engines = {} if own else engines
     try:
-        placed = _timeline(_Context(config, rng, engines, (user, assistant), prosody), plan)
+        bc_rng = random.Random(f"voxlm-backchannels:{config.seed}:{index}")
+        placed = _timeline(_Context(config, rng, engines, (user, assistant), prosody, bc_rng), plan)
     finally:
         if own:
             close_engines(engines)
@@ -472,19 +476,21 @@ def synthesize_dialogues(out_dir, count: int, config: DialogueConfig = DialogueC
             close_engines(engines)
     elif todo:
         import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        needs_text = config.qa_share < 1.0
-        ctx = mp.get_context("spawn")  # no forked engine state or pipes
-        pool = ctx.Pool(min(workers, len(todo)), initializer=_init_worker,
-                        initargs=(config, _conversations() if needs_text else []))
-        try:
-            for _ in pool.imap_unordered(_work_in, [(folder, k) for k in todo]):
-                bar.update(1)
-            pool.close()
-            pool.join()
-        except BaseException:
-            pool.terminate()
-            raise
+        texts = _conversations() if config.qa_share < 1.0 else []
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(config, texts)) as pool:
+            # spawn, not fork: no engine state or pipes copied into workers
+            futures = [pool.submit(_work, folder, k) for k in todo]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+                    bar.update(1)
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
     bar.close()
     rows = []
     for k in range(count):
@@ -495,6 +501,5 @@ def synthesize_dialogues(out_dir, count: int, config: DialogueConfig = DialogueC
     return write_manifest(out / "manifest.jsonl", rows)
 
 
-def _work_in(task) -> float:
-    folder, index = task
+def _work(folder: Path, index: int) -> float:
     return _write_one(folder, index, _WORKER["config"], _WORKER["engines"])

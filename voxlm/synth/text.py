@@ -39,6 +39,7 @@ def spoken(text: str) -> str:
     text = text.replace("&", " and ").replace("%", " percent").replace("+", " plus ")
     text = re.sub(r"\$(\d+)", r"\1 dollars", text)
     text = re.sub(r"(\d),(\d{3})", r"\1\2", text)
+    text = re.sub(r"(\d)\.(\d)", r"\1 point \2", text)
     text = re.sub(r"\d+", lambda m: number_words(int(m.group())) if len(m.group()) <= 6 else
                   " ".join(ONES[int(c)] for c in m.group()), text)
     text = re.sub(r"[:;=][-']?[()DPp/\\|]+|<3", " ", text)  # emoticons
@@ -46,6 +47,20 @@ def spoken(text: str) -> str:
     text = re.sub(r"([,.!?])\1+", r"\1", text)
     text = re.sub(r"\s+([,.!?])", r"\1", text)
     return " ".join(text.split()).strip(" ,")
+
+
+def cap_words(text: str, max_words: int = MAX_WORDS) -> str:
+    """Keep whole sentences up to max_words words; a first sentence longer than that is cut."""
+    kept, count = [], 0
+    for sentence in re.findall(r"[^.!?]+[.!?]*", text):
+        n = len(sentence.split())
+        if kept and count + n > max_words:
+            break
+        kept.append(sentence.strip())
+        count += n
+    out = " ".join(kept)
+    words = out.split()
+    return out if len(words) <= max_words else " ".join(words[:max_words]) + "."
 
 
 def _sentence(text: str) -> str:
@@ -71,10 +86,8 @@ def chitchat_conversations(limit: int | None = None) -> list:
         turns = []
         for messages in data[key]["messages"]:
             text = spoken(" ".join(_sentence(m["text"]) for m in messages))
-            words = text.split()
-            if not words:
-                continue
-            turns.append(" ".join(words[:MAX_WORDS]))
+            if re.search(r"[A-Za-z]", text):
+                turns.append(cap_words(text))
         if len(turns) >= 2:
             conversations.append(turns)
         if limit and len(conversations) >= limit:
