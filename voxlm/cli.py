@@ -101,7 +101,7 @@ def cmd_audio_convert(args):
 
 
 def cmd_demo(args):
-    from .synth.demo import run_demo
+    from .demo import run_demo
 
     run_demo(args.out)
 

@@ -5,7 +5,7 @@ few spoken QA exchanges (user asks `text.qa_pair`, assistant answers). Every ass
 one voice (`DialogueConfig.assistant_voice`); the user voice changes from dialogue to dialogue.
 
 Timing follows what conversation research measured in real talk:
-- turn transitions: floor-transfer offsets from a split normal with its mode at +200 ms, most
+- turn transitions: floor-transfer offsets from a split Laplace with its mode at +200 ms, most
   between -500 ms (overlap) and +1000 ms (gap), about a fifth of them overlaps (Stivers et al.
   2009; Levinson & Torreira 2015);
 - within-turn pauses: a turn is spoken in chunks (sentences, sometimes clauses) joined by
@@ -58,10 +58,10 @@ class DialogueConfig:
     user_rates: tuple = (0.9, 1.0, 1.1)  # speaking-rate factors a user voice may get
     user_pitch: tuple = (0.85, 1.15)  # pitch factor range for user voices (espeak honours it)
     # turn transitions: floor-transfer offset in seconds (speech end -> next speech start),
-    # negative = overlap; split normal with the mode at gap_mode_s
+    # negative = overlap; split Laplace (sharply peaked, as real transitions are) at gap_mode_s
     gap_mode_s: float = 0.2  # s, modal transition (Stivers et al. 2009)
-    gap_sd_early_s: float = 0.3  # s, spread below the mode: ~22% of transitions overlap
-    gap_sd_late_s: float = 0.4  # s, spread above the mode (long gaps are more common)
+    gap_sd_early_s: float = 0.25  # s, mean spread below the mode: ~19% of transitions overlap
+    gap_sd_late_s: float = 0.35  # s, mean spread above the mode (long gaps are more common)
     gap_range_s: tuple = (-0.5, 1.0)  # s, draws outside are redrawn
     # within-turn pauses (silence between chunks of one turn), log-normal
     pause_median_s: float = 0.45  # s
@@ -252,12 +252,12 @@ def _turn(ctx: _Context, text: str, channel: int) -> _Clip:
 
 
 def _draw_gap(rng: random.Random, cfg: DialogueConfig) -> float:
-    """Floor-transfer offset, seconds: split normal with mode cfg.gap_mode_s, truncated."""
+    """Floor-transfer offset, seconds: split Laplace with mode cfg.gap_mode_s, truncated."""
     left = cfg.gap_sd_early_s / (cfg.gap_sd_early_s + cfg.gap_sd_late_s)
     for _ in range(100):
         sd = cfg.gap_sd_early_s if rng.random() < left else cfg.gap_sd_late_s
         side = -1.0 if sd == cfg.gap_sd_early_s else 1.0
-        gap = cfg.gap_mode_s + side * abs(rng.gauss(0.0, sd))
+        gap = cfg.gap_mode_s + side * rng.expovariate(1.0 / sd)
         if cfg.gap_range_s[0] <= gap <= cfg.gap_range_s[1]:
             return gap
     return cfg.gap_mode_s
