@@ -22,9 +22,9 @@ from ..data import write_json, write_manifest
 from ..errors import VoxlmError
 from . import engines as E
 
-# shares of items per engine: set by speed (kokoro ~1x real time, piper ~3x, flite ~25x, espeak
+# shares of items per engine: set by speed (kokoro ~0.8x real time, piper ~3x, flite ~20x, espeak
 # ~100x on one core) so the mixed corpus is made at 10x real time or more on 2 cores
-ENGINE_WEIGHTS = {"espeak": 0.45, "flite": 0.35, "piper": 0.12, "kokoro": 0.08, "festival": 0.2}
+ENGINE_WEIGHTS = {"espeak": 0.45, "flite": 0.38, "piper": 0.12, "kokoro": 0.05, "festival": 0.2}
 SOURCE_WEIGHTS = {"chitchat": 0.6, "qa": 0.4, "file": 1.0}
 EST_ITEM_SECONDS = 4.0  # first guess of an item's length, to size the first batch
 

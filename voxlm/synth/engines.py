@@ -278,7 +278,7 @@ class PiperEngine(Engine):
         return proc
 
     def _render(self, text, voice, rate, pitch):
-        length_scale = round(1.0 / rate, 1)  # few distinct rates -> few processes
+        length_scale = round(1.0 + round((1.0 / rate - 1.0) / 0.15) * 0.15, 2)  # 0.85, 1, 1.15...
         proc = self._process(length_scale)
         proc.stdin.write(text.replace("\n", " ") + "\n")
         proc.stdin.flush()
