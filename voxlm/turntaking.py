@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .audio import SAMPLE_RATE
+from .synth.align import mask_runs
 
 FRAME = 160  # samples, 10 ms
 FRAME_S = FRAME / SAMPLE_RATE  # 0.01 s
@@ -87,12 +88,6 @@ class TurnTakingStats:
     durations: dict = field(default_factory=dict, repr=False)  # kind -> [s]
 
 
-def _runs(mask: np.ndarray) -> list:
-    """[(first, end)] frame index runs of True in a bool array."""
-    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    return list(zip(np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]))
-
-
 def voice_activity(audio: np.ndarray, min_silence_s: float = MIN_SILENCE_S,
                    min_ipu_s: float = MIN_IPU_S) -> np.ndarray:
     """IPU activity of one channel: bool [N] over 10 ms frames, silences < min_silence_s
@@ -102,12 +97,12 @@ def voice_activity(audio: np.ndarray, min_silence_s: float = MIN_SILENCE_S,
     padded[: len(audio)] = audio
     db = 10 * np.log10(np.mean(np.square(padded.reshape(n, FRAME), dtype=np.float64), axis=1) + 1e-12)
     active = db > max(db.max() + ACTIVE_REL_DB, ACTIVE_FLOOR_DB)  # [N]
-    runs = _runs(active)
+    runs = mask_runs(active)
     bridge = int(round(min_silence_s / FRAME_S))
     for (_, e), (s, _) in zip(runs, runs[1:]):
         if s - e < bridge:
             active[e:s] = True
-    for s, e in _runs(active):
+    for s, e in mask_runs(active):
         if e - s < int(round(min_ipu_s / FRAME_S)):
             active[s:e] = False
     return active
@@ -125,12 +120,12 @@ def turn_events(stereo: np.ndarray, min_silence_s: float = MIN_SILENCE_S) -> lis
     act = np.stack([voice_activity(stereo[:, c], min_silence_s) for c in (0, 1)])  # [2, N]
     t = lambda k: round(float(k) * FRAME_S, 3)  # noqa: E731
     events = []
-    ipus = {c: _runs(act[c]) for c in (0, 1)}
+    ipus = {c: mask_runs(act[c]) for c in (0, 1)}
     for c in (0, 1):
         events += [Event("ipu", c, t(s), t(e)) for s, e in ipus[c]]
     n = act.shape[1]
     state = act[0].astype(np.int8) + 2 * act[1].astype(np.int8)  # 0 none, 1 user, 2 asst, 3 both
-    for s, e in _runs(state == 0):  # silences of both channels
+    for s, e in mask_runs(state == 0):  # silences of both channels
         if s == 0 or e == n:
             continue
         before, after = state[s - 1], state[e]
@@ -138,7 +133,7 @@ def turn_events(stereo: np.ndarray, min_silence_s: float = MIN_SILENCE_S) -> lis
             events.append(Event("pause", 0 if before & after & 1 else 1, t(s), t(e)))
         else:
             events.append(Event("gap", 0 if after & 1 else 1, t(s), t(e)))
-    for s, e in _runs(state == 3):
+    for s, e in mask_runs(state == 3):
         before = state[s - 1] if s > 0 else 0
         after = state[e] if e < n else 0
         nxt = 0 if after == 1 else 1 if after == 2 else -1

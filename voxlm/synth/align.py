@@ -79,20 +79,26 @@ def dtw_path(cost: np.ndarray):
     return np.array([p[0] for p in path]), np.array([p[1] for p in path])
 
 
+def speech_mask(audio: np.ndarray) -> np.ndarray:
+    """Speech frames: bool [N] over 10 ms frames, within -SILENCE_DB of the loudest frame."""
+    db = frame_db(audio)
+    return db > db.max() + SILENCE_DB
+
+
+def mask_runs(mask: np.ndarray) -> list:
+    """[(first, end)] frame index runs of True in a bool array [N]."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]))
+
+
 def speech_runs(audio: np.ndarray):
     """[(start_s, end_s)] of speech, pauses shorter than 60 ms bridged."""
-    db = frame_db(audio)
-    active = db > db.max() + SILENCE_DB
-    runs, start = [], None
-    for k, a in enumerate(np.append(active, False)):
-        if a and start is None:
-            start = k
-        elif not a and start is not None:
-            if runs and start - runs[-1][1] < 6:
-                runs[-1] = (runs[-1][0], k)
-            else:
-                runs.append((start, k))
-            start = None
+    runs = []
+    for start, end in mask_runs(speech_mask(audio)):
+        if runs and start - runs[-1][1] < 6:
+            runs[-1] = (runs[-1][0], end)
+        else:
+            runs.append((start, end))
     return [(s * HOP / SAMPLE_RATE, e * HOP / SAMPLE_RATE) for s, e in runs]
 
 
@@ -133,8 +139,7 @@ def snap_to_pauses(words: list, audio: np.ndarray) -> list:
 
 def tighten(words: list, audio: np.ndarray) -> list:
     """Move each word's start forward to its first speech frame and its end back to its last."""
-    db = frame_db(audio)
-    active = db > db.max() + SILENCE_DB
+    active = speech_mask(audio)
     frame_s = HOP / SAMPLE_RATE
     out = []
     for w in words:

@@ -118,17 +118,9 @@ def espeak_speech(text: str, voice: str = "en-us", rate: float = 1.0, pitch: flo
     for k in range(len(starts)):  # a token eSpeak did not announce: place it after the last one
         if starts[k] is None:
             starts[k] = starts[k - 1] + 0.05 if k else 0.0
-    db = align.frame_db(audio)
-    active = db > db.max() + align.SILENCE_DB
-    frame_s = align.HOP / SAMPLE_RATE
-    words = []
-    for k, (w, _, _) in enumerate(tokens):
-        nxt = starts[k + 1] if k + 1 < len(tokens) else len(audio) / SAMPLE_RATE
-        f0, f1 = int(starts[k] / frame_s), max(int(nxt / frame_s), int(starts[k] / frame_s) + 1)
-        on = np.nonzero(active[f0:f1])[0]
-        end = (f0 + on[-1] + 1) * frame_s if len(on) else nxt
-        words.append(Word(w, starts[k], max(end, starts[k] + 0.02)))
-    return audio, align.snap_to_pauses(words, audio)
+    ends = starts[1:] + [len(audio) / SAMPLE_RATE]  # tighten() trims each to its last speech
+    words = [Word(w, a, max(b, a + 0.02)) for (w, _, _), a, b in zip(tokens, starts, ends)]
+    return audio, align.snap_to_pauses(align.tighten(words, audio), audio)
 
 
 def trim(audio: np.ndarray, words: list, keep: float = EDGE_SILENCE):
