@@ -35,6 +35,15 @@ def write_atomic(path, data: bytes | str) -> Path:
     return path
 
 
+def remove_stale_temps(folder) -> int:
+    """Delete temp files that write_atomic/save_audio left when a process was killed mid-write;
+    returns how many. Call before resuming a job in `folder`."""
+    stale = list(Path(folder).glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def write_json(path, obj) -> Path:
     return write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=1) + "\n")
 

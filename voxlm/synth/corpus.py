@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import SAMPLE_RATE, normalize_loudness, save_audio
-from ..data import write_json, write_manifest
+from ..data import remove_stale_temps, write_json, write_manifest
 from ..errors import VoxlmError
 from . import engines as E
 
@@ -208,6 +208,7 @@ def synthesize_corpus(out_dir, config: CorpusConfig, progress: bool = True) -> P
             raise VoxlmError(f"{out}: holds a corpus made with other settings; use a new --out "
                              "folder or the same settings to resume")
     (out / "audio").mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out / "audio")  # temp files of a killed run
     write_json(config_path, saved)
     target = config.minutes * 60.0
     rows = _done_rows(out)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import SAMPLE_RATE, normalize_loudness, save_audio
-from ..data import check_row, write_json, write_manifest
+from ..data import check_row, remove_stale_temps, write_json, write_manifest
 from ..errors import VoxlmError
 
 USER, ASSISTANT = 0, 1  # channel indices (dGSLM convention)
@@ -461,8 +461,7 @@ def synthesize_dialogues(out_dir, count: int, config: DialogueConfig = DialogueC
     out = Path(out_dir)
     folder = out / "dialogues"
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob(".*.tmp"):  # temp files of a killed run
-        stale.unlink(missing_ok=True)
+    remove_stale_temps(folder)  # temp files of a killed run
     todo = [k for k in range(count) if not (folder / f"{dialogue_id(k)}.json").is_file()]
     bar = tqdm(total=count, initial=count - len(todo), unit="dialogue", disable=not progress,
                desc="dialogues")
