@@ -11,7 +11,8 @@ import soundfile as sf
 
 from voxlm.audio import SAMPLE_RATE, load_audio
 from voxlm.data import SPLITS, read_manifest
-from voxlm.synth.dialogue import DialogueConfig, make_dialogue, split_for, synthesize_dialogues
+from voxlm.synth.dialogue import DialogueConfig, make_dialogue, synthesize_dialogues
+from voxlm.synth.engines import parse_voice, voice_split
 from voxlm.turntaking import turn_events
 
 ASSISTANT = "espeak:en-us+m1"
@@ -43,7 +44,7 @@ def test_layout_rows_and_voices(corpus):
         assert row["assistant_voice"] == ASSISTANT
         assert row["speaker"] == f"{row['user_voice']}|{ASSISTANT}"
         assert row["engine"] == f"{row['user_voice'].split(':')[0]}+espeak"
-        assert row["split"] in SPLITS and row["split"] == split_for(row["user_voice"])
+        assert row["split"] in SPLITS and row["split"] == voice_split(parse_voice(row["user_voice"]))
         assert row["source"] in ("chitchat", "qa")
         lines = row["text"].split("\n")
         assert len(lines) == len(row["turns"])

@@ -4,8 +4,9 @@ Item i of a corpus is a pure function of (seed, i): its text, voice, speaking ra
 augmentation are drawn from `random.Random(f"{seed}:{i}")`. Workers write `audio/{id}.wav` and
 then `audio/{id}.json` (both atomic), so a killed run leaves whole items only; a re-run skips ids
 whose .json exists and the manifest is rebuilt from the sidecars in id order: no duplicates, no
-holes. Splits are speaker-disjoint: each engine with three or more voices gives one voice to
-`valid` and one to `test`; festival voices (held out) are always `test`.
+holes. Splits are speaker-disjoint and the same as in dialogues (`engines.voice_split`): each
+engine with three or more voices gives one voice to `valid` and one to `test`; festival voices
+(held out) are always `test`.
 """
 from __future__ import annotations
 
@@ -47,7 +48,9 @@ class CorpusConfig:
 
 def choose_voices(config: CorpusConfig) -> list:
     """The corpus's voices: all of the chosen engines', or `config.voices` of them, taken
-    round-robin across engines so every engine is represented."""
+    round-robin across engines so every engine is represented. Within an engine the order is a
+    train voice, then its test and valid voices (E.voice_split), then the other train voices, so
+    a corpus of a few voices per engine still holds out speakers."""
     for name in config.engines:
         if name not in E.TRAINING_ENGINES + E.HELD_OUT_ENGINES:
             raise VoxlmError(f"unknown engine '{name}'; choose from "
@@ -57,28 +60,17 @@ def choose_voices(config: CorpusConfig) -> list:
         return [v for vs in per_engine for v in vs]
     if config.voices < 1:
         raise VoxlmError(f"--voices {config.voices}: need at least one voice")
+    rank = {"test": 1, "valid": 2}
+    ordered = []
+    for vs in per_engine:
+        train = [v for v in vs if E.voice_split(v) == "train"]
+        held = sorted((v for v in vs if E.voice_split(v) != "train"), key=lambda v: rank[E.voice_split(v)])
+        ordered.append(train[:1] + held + train[1:])
     out, k = [], 0
-    while len(out) < config.voices and any(k < len(vs) for vs in per_engine):
-        out += [vs[k] for vs in per_engine if k < len(vs)][: config.voices - len(out)]
+    while len(out) < config.voices and any(k < len(vs) for vs in ordered):
+        out += [vs[k] for vs in ordered if k < len(vs)][: config.voices - len(out)]
         k += 1
     return out
-
-
-def assign_splits(voices: list) -> dict:
-    """voice id -> split, speaker-disjoint (see module docstring)."""
-    splits = {}
-    for engine in dict.fromkeys(v.engine for v in voices):
-        ids = [v.id for v in voices if v.engine == engine]
-        for k, vid in enumerate(ids):
-            if engine in E.HELD_OUT_ENGINES:
-                splits[vid] = "test"
-            elif len(ids) >= 3 and k == len(ids) - 1:
-                splits[vid] = "test"
-            elif len(ids) >= 3 and k == len(ids) - 2:
-                splits[vid] = "valid"
-            else:
-                splits[vid] = "train"
-    return splits
 
 
 @dataclass
@@ -102,7 +94,7 @@ class Planner:
 
         self.config = config
         self.voices = choose_voices(config)
-        self.splits = assign_splits(self.voices)
+        self.splits = {v.id: E.voice_split(v) for v in self.voices}
         self.pools = {}
         if "chitchat" in config.sources:
             self.pools["chitchat"] = text.chitchat_utterances()
@@ -200,7 +192,7 @@ def synthesize_corpus(out_dir, config: CorpusConfig, progress: bool = True) -> P
         raise VoxlmError(f"--minutes {config.minutes}: must be positive")
     planner = Planner(config)  # validates engines, voices and sources before any work starts
     config_path = out / "corpus.json"
-    saved = {"config": json.loads(json.dumps(asdict(config))), "voices": {v.id: planner.splits[v.id] for v in planner.voices}}
+    saved = {"config": json.loads(json.dumps(asdict(config))), "voices": planner.splits}
     if config_path.exists():
         old = json.loads(config_path.read_text())
         if {k: v for k, v in old["config"].items() if k not in ("minutes", "workers")} != \

@@ -2,7 +2,8 @@
 
 A dialogue is either a stretch of a real chitchat conversation (first speaker = user) or one to a
 few spoken QA exchanges (user asks `text.qa_pair`, assistant answers). Every assistant turn uses
-one voice (`DialogueConfig.assistant_voice`); the user voice changes from dialogue to dialogue.
+one voice (`DialogueConfig.assistant_voice`); the user voice changes from dialogue to dialogue,
+and its split is the one that voice has in every corpus (`engines.voice_split`).
 
 Timing follows what conversation research measured in real talk:
 - turn transitions: floor-transfer offsets from a split Laplace with its mode at +200 ms, most
@@ -24,7 +25,6 @@ id order; a re-run skips ids whose sidecar exists.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -36,13 +36,13 @@ import numpy as np
 from ..audio import SAMPLE_RATE, normalize_loudness, save_audio
 from ..data import check_row, remove_stale_temps, write_json, write_manifest
 from ..errors import VoxlmError
+from .engines import voice_split
 
 USER, ASSISTANT = 0, 1  # channel indices (dGSLM convention)
 ROLES = ("user", "assistant")
 # backchannel as written -> what we ask the engines to say (eSpeak reads "mm-hmm" as letters)
 BACKCHANNELS = {"mm-hmm": "umhum", "yeah": "yeah", "right": "right", "okay": "okay",
                 "uh-huh": "uh-huh"}
-SPLIT_SHARES = (80, 90)  # hash % 100 below 80 -> train, below 90 -> valid, else test
 
 
 @dataclass(frozen=True)
@@ -152,12 +152,6 @@ def user_voices(config: DialogueConfig) -> dict:
         raise VoxlmError(f"no user voices in engines {', '.join(config.user_engines)} once the "
                          f"assistant voice {config.assistant_voice} is left out; add an engine")
     return out
-
-
-def split_for(voice_id: str) -> str:
-    """Speaker-disjoint split from a stable hash of the user voice id (about 80/10/10)."""
-    h = int(hashlib.sha1(voice_id.encode("utf-8")).hexdigest(), 16) % 100
-    return "train" if h < SPLIT_SHARES[0] else "valid" if h < SPLIT_SHARES[1] else "test"
 
 
 _CONVERSATIONS: list = []
@@ -425,7 +419,7 @@ def make_dialogue(index: int, config: DialogueConfig = DialogueConfig(), engines
     row = {"id": did, "audio": f"dialogues/{did}.wav", "duration": round(length / SAMPLE_RATE, 3),
            "text": "\n".join(f"{ROLES[t['channel']]}: {t['text']}" for t in turns),
            "words": words, "speaker": f"{user.id}|{assistant.id}",
-           "engine": f"{user.engine}+{assistant.engine}", "split": split_for(user.id),
+           "engine": f"{user.engine}+{assistant.engine}", "split": voice_split(user),
            "turns": turns, "source": source, "user_voice": user.id, "assistant_voice": assistant.id}
     return stereo, check_row(row, did)
 

@@ -43,6 +43,8 @@ KOKORO_VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_ku
                  "jf_alpha*0.5+jm_kumo*0.5", "jf_nezumi*0.7+jm_kumo*0.3",
                  "jf_gongitsune*0.5+jf_tebukuro*0.5", "jm_kumo*0.6+jf_tebukuro*0.4")
 FESTIVAL_VOICES = ("kal_diphone", "cmu_us_slt_arctic_hts")
+VOICE_NAMES = {"espeak": ESPEAK_VOICES, "flite": FLITE_VOICES, "piper": PIPER_VOICES,
+               "kokoro": KOKORO_VOICES, "festival": FESTIVAL_VOICES}
 
 
 class Word(NamedTuple):
@@ -76,6 +78,20 @@ class Speech:
     @property
     def duration(self) -> float:
         return len(self.audio) / SAMPLE_RATE
+
+
+def voice_split(voice: Voice) -> str:
+    """The split a voice's speech belongs to, the same in every corpus, dialogue set and
+    evaluation (speaker-disjoint): festival voices are test; an engine with three or more voices
+    gives its last voice to test and the one before to valid; every other voice is train."""
+    names = VOICE_NAMES.get(voice.engine, ())
+    if voice.held_out:
+        return "test"
+    if len(names) >= 3 and voice.name == names[-1]:
+        return "test"
+    if len(names) >= 3 and voice.name == names[-2]:
+        return "valid"
+    return "train"
 
 
 def parse_voice(voice_id: str) -> Voice:
@@ -193,14 +209,14 @@ class EspeakEngine(Engine):
     exact_timings = True
 
     def voices(self):
-        return [Voice(self.name, v) for v in ESPEAK_VOICES]
+        return [Voice(self.name, v) for v in VOICE_NAMES[self.name]]
 
 
 class FliteEngine(Engine):
     name = "flite"
 
     def voices(self):
-        return [Voice(self.name, v) for v in FLITE_VOICES]
+        return [Voice(self.name, v) for v in VOICE_NAMES[self.name]]
 
     def _render(self, text, voice, rate, pitch):
         with tempfile.TemporaryDirectory() as tmp:
@@ -216,7 +232,7 @@ class FestivalEngine(Engine):
     name = "festival"
 
     def voices(self):
-        return [Voice(self.name, v) for v in FESTIVAL_VOICES]
+        return [Voice(self.name, v) for v in VOICE_NAMES[self.name]]
 
     def _render(self, text, voice, rate, pitch):
         with tempfile.TemporaryDirectory() as tmp:
@@ -239,7 +255,7 @@ class PiperEngine(Engine):
         self._dir = tempfile.mkdtemp(prefix="voxlm-piper-")
 
     def voices(self):
-        return [Voice(self.name, v) for v in PIPER_VOICES]
+        return [Voice(self.name, v) for v in VOICE_NAMES[self.name]]
 
     def _model(self):
         try:
@@ -308,7 +324,7 @@ class KokoroEngine(Engine):
         self._session = None
 
     def voices(self):
-        return [Voice(self.name, v) for v in KOKORO_VOICES]
+        return [Voice(self.name, v) for v in VOICE_NAMES[self.name]]
 
     def _load(self):
         if self._session is None:
