@@ -36,3 +36,17 @@ def engines():
     yield get
     for e in made.values():
         e.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """A small eSpeak corpus (about 40 s of speech) with cached teacher features."""
+    from voxlm.codec.teacher import cache_teacher_features
+    from voxlm.data import read_manifest
+    from voxlm.synth.corpus import CorpusConfig, synthesize_corpus
+
+    out = tmp_path_factory.mktemp("corpus")
+    config = CorpusConfig(minutes=0.7, engines=("espeak",), voices=6, augment=0.0, workers=1)
+    manifest = synthesize_corpus(out, config, progress=False)
+    cache_teacher_features(out, read_manifest(manifest), progress=False)
+    return out

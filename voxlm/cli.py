@@ -19,6 +19,11 @@ EXAMPLES = {
     "audio info": "voxlm audio info speech.mp3",
     "audio convert": "voxlm audio convert speech.mp3 speech.wav --normalize",
     "demo": "voxlm demo --out voxlm-demo",
+    "codec train": "voxlm codec train --data data/corpus --out runs/codec --config base --steps 20000",
+    "codec encode": "voxlm codec encode speech.wav codes.npy --bitrate 1.0",
+    "codec decode": "voxlm codec decode codes.npy speech.wav",
+    "codec roundtrip": "voxlm codec roundtrip speech.wav out.wav --streaming --bitrate 1.5",
+    "codec teacher": "voxlm codec teacher --data data/corpus",
 }
 
 
@@ -106,6 +111,90 @@ def cmd_demo(args):
     run_demo(args.out)
 
 
+def cmd_codec_train(args):
+    from .codec.model import codec_config
+    from .codec.train import CodecTask, CodecTrainConfig
+    from .train import TrainConfig, Trainer
+
+    config = CodecTrainConfig(batch_size=args.batch_size, accum=args.accum,
+                              segment_frames=args.segment_frames,
+                              adversarial_start=args.adversarial_start, max_items=args.max_items)
+    train = TrainConfig(steps=args.steps, save_every=args.save_every, log_every=args.log_every,
+                        seed=args.seed, threads=args.threads, warmup=min(500, args.steps // 10 + 1))
+    task = CodecTask(args.data, codec_config(args.config), config, progress=not args.quiet)
+    trainer = Trainer(task, train, args.out, progress=not args.quiet)
+    trainer.run()
+    if trainer.dist.main:
+        print(f"codec: {args.out / 'model.safetensors'} after {trainer.step} steps")
+
+
+def cmd_codec_teacher(args):
+    from .codec.teacher import cache_teacher_features
+    from .data import read_manifest
+
+    rows = read_manifest(args.data / "manifest.jsonl")
+    print(f"teacher features: {cache_teacher_features(args.data, rows, threads=args.threads)} computed")
+
+
+def cmd_codec_encode(args):
+    from .codec.files import encode_file
+
+    shape = encode_file(args.input, args.output, args.checkpoint, args.bitrate)
+    print(f"wrote {args.output}: {shape[0]} codebooks x {shape[1]} frames")
+
+
+def cmd_codec_decode(args):
+    from .codec.files import decode_file
+
+    print(f"wrote {args.output}: {decode_file(args.input, args.output, args.checkpoint):.2f} s")
+
+
+def cmd_codec_roundtrip(args):
+    from .codec.files import roundtrip_file
+
+    kbps = roundtrip_file(args.input, args.output, args.checkpoint, args.bitrate, args.streaming)
+    print(f"wrote {args.output} at {kbps:g} kbps" + (" (frame by frame)" if args.streaming else ""))
+
+
+def _add_codec(top, add):
+    codec = top.add_parser("codec", help="train and run the speech codec "
+                                         f"(e.g. `{EXAMPLES['codec roundtrip']}`)")
+    sub = codec.add_subparsers(dest="codec_command", metavar="SUBCOMMAND", required=True)
+    p = add(sub, "train", "codec train", cmd_codec_train,
+            "train a codec (one process, or under torchrun for DDP); resumes from --out")
+    p.add_argument("--data", required=True, type=Path, help="corpus folder with manifest.jsonl")
+    p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, curve)")
+    p.add_argument("--config", choices=("tiny", "base"), default="base", help="model size")
+    p.add_argument("--steps", type=int, default=20000, help="total optimizer steps")
+    p.add_argument("--batch-size", type=int, default=8, help="global batch (segments per step)")
+    p.add_argument("--accum", type=int, default=1, help="microbatches per step")
+    p.add_argument("--segment-frames", type=int, default=24, help="80 ms frames per segment")
+    p.add_argument("--adversarial-start", type=int, default=2000, help="step the GAN losses start")
+    p.add_argument("--max-items", type=int, default=0, help="use only the first N items (0: all)")
+    p.add_argument("--save-every", type=int, default=250, help="checkpoint every N steps")
+    p.add_argument("--log-every", type=int, default=10, help="log every N steps")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add(sub, "teacher", "codec teacher", cmd_codec_teacher,
+            "cache Whisper tiny.en encoder states for a corpus (resumable)")
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--threads", type=int, default=2)
+
+    for name, func, help in (("encode", cmd_codec_encode, "audio file to codes (.npy int16 [K, T])"),
+                             ("decode", cmd_codec_decode, "codes (.npy) to a wav file"),
+                             ("roundtrip", cmd_codec_roundtrip, "encode and decode an audio file")):
+        p = add(sub, name, f"codec {name}", func, help)
+        p.add_argument("input", type=Path)
+        p.add_argument("output", type=Path)
+        p.add_argument("--checkpoint", type=Path, help="model file or run folder (default: shipped)")
+        if name != "decode":
+            p.add_argument("--bitrate", type=float, help="kbps (default: the codec's highest)")
+        if name == "roundtrip":
+            p.add_argument("--streaming", action="store_true", help="run frame by frame, as live")
+
+
 def build_parser() -> argparse.ArgumentParser:
     epilog = "examples:\n" + "\n".join(f"  {v}" for v in EXAMPLES.values())
     parser = argparse.ArgumentParser(prog="voxlm", epilog=epilog,
@@ -173,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("output", type=Path)
             p.add_argument("--normalize", action="store_true", help="loudness-normalise to -23 dBFS")
         p.add_argument("--max-seconds", type=float, default=3600.0, help="reject longer files")
+
+    _add_codec(top, add)
 
     p = add(top, "demo", "demo", cmd_demo, "the main job: synthesize a short spoken dialogue")
     p.add_argument("--out", type=Path, default=Path("voxlm-demo"))

@@ -1,0 +1,189 @@
+"""Codec: streaming equals offline, bitrate arithmetic, training, exact resume, DDP, bad input."""
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from voxlm.codec.model import Codec, CodecConfig, codec_config, load_codec
+from voxlm.codec.train import CodecTask, CodecTrainConfig, export_codec
+from voxlm.errors import VoxlmError
+from voxlm.modules.conv import CausalConv1d, CausalISTFT, CausalSTFT
+from voxlm.modules.transformer import Transformer
+from voxlm.train import TrainConfig, Trainer
+
+
+def chunked(module, x, sizes, batch):
+    outs = []
+    with module.streaming(batch):
+        for part in torch.split(x, sizes, dim=-1):
+            outs.append(module(part))
+    return torch.cat(outs, dim=-1)
+
+
+@pytest.mark.parametrize("make,shape,sizes", [
+    (lambda: CausalConv1d(3, 5, 7), (2, 3, 40), [1, 3, 5, 1, 10, 2, 8, 10]),
+    (lambda: CausalConv1d(3, 5, 4, stride=2), (2, 3, 40), [2, 4, 6, 2, 10, 16]),
+    (lambda: CausalConv1d(4, 4, 7, groups=4, dilation=2), (2, 4, 40), [7, 1, 32]),
+    (lambda: CausalConv1d(4, 6, 8, stride=8), (1, 4, 64), [8, 16, 8, 32]),
+    (lambda: CausalSTFT(64, 16), (2, 1, 160), [16, 32, 16, 48, 48]),
+])
+def test_streaming_layers_equal_offline(make, shape, sizes):
+    torch.manual_seed(0)
+    module, x = make(), torch.randn(*shape)
+    assert torch.allclose(module(x), chunked(module, x, sizes, shape[0]), atol=1e-5)
+
+
+def test_istft_and_transformer_stream():
+    torch.manual_seed(0)
+    istft = CausalISTFT(64, 16)
+    spec = torch.randn(2, 33, 10, dtype=torch.complex64)
+    assert torch.allclose(istft(spec), chunked(istft, spec, [1, 2, 3, 4], 2), atol=1e-6)
+    transformer = Transformer(32, 2, 4, context=5)
+    x = torch.randn(2, 17, 32)
+    outs = []
+    with transformer.streaming(2):
+        for part in torch.split(x, [1, 4, 2, 7, 3], dim=1):
+            outs.append(transformer(part))
+    assert torch.allclose(transformer(x), torch.cat(outs, 1), atol=1e-5)
+    # a window of 5 in 2 layers: the output at 16 sees inputs 8..16 only
+    y = x.clone()
+    y[:, :8] += 1
+    assert torch.allclose(transformer(x)[:, 16], transformer(y)[:, 16], atol=1e-5)
+
+
+def test_codec_streams_frame_by_frame_like_offline():
+    torch.manual_seed(0)
+    codec = Codec(replace(codec_config("tiny"), transformer_layers=1)).eval()
+    hop = codec.config.hop
+    audio = torch.randn(1, 1, hop * 9) * 0.1
+    codes = codec.encode(audio)
+    decoded = codec.decode(codes)
+    with codec.streaming(1):
+        frames = [codec.encode(f) for f in torch.split(audio, hop, dim=-1)]
+        streamed = [codec.decode(c) for c in frames]
+    assert torch.equal(torch.cat(frames, -1), codes)
+    assert (torch.cat(streamed, -1) - decoded).abs().max() < 1e-4
+    assert decoded.shape == audio.shape
+
+
+def test_bitrate_arithmetic():
+    base = codec_config("base")
+    assert base.hop == 1280 and base.frame_rate == 12.5
+    assert base.kbps() == pytest.approx(1.5)  # 12 codebooks x 10 bits x 12.5 Hz
+    assert base.kbps(8) == pytest.approx(1.0)
+    assert base.n_q_for_kbps(1.0) == 8 and base.n_q_for_kbps(1.49) == 11
+    assert base.n_q_for_kbps(99) == 12 and base.n_q_for_kbps(0.01) == 1
+    codec = Codec(codec_config("tiny")).eval()
+    audio = torch.randn(1, 1, codec.config.hop * 3)
+    for n_q in range(1, codec.config.n_q + 1):
+        assert codec.encode(audio, n_q).shape == (1, n_q, 3)
+
+
+def small_task(corpus, **overrides):
+    settings = dict(batch_size=4, segment_frames=8, adversarial_start=3, disc_frames=4)
+    settings.update(overrides)
+    return CodecTask(corpus, codec_config("tiny"), CodecTrainConfig(**settings), progress=False)
+
+
+def test_tiny_codec_learns(tiny_corpus, tmp_path):
+    config = TrainConfig(steps=40, lr=1.0, warmup=2, save_every=100, log_every=1, seed=1)
+    trainer = Trainer(small_task(tiny_corpus, adversarial_start=1000), config, tmp_path, progress=False)
+    trainer.run()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    mel = [r["mel"] for r in rows]
+    assert len(rows) == 40 and np.mean(mel[-8:]) < 0.8 * np.mean(mel[:4])
+    codec = load_codec(tmp_path)  # the exported inference file loads and runs
+    assert codec.encode(torch.zeros(1, 1, codec.config.hop)).shape == (1, 4, 1)
+
+
+def test_resume_after_kill_reproduces_the_run(tiny_corpus, tmp_path):
+    config = TrainConfig(steps=6, warmup=2, save_every=3, log_every=1, seed=3)
+    whole = Trainer(small_task(tiny_corpus), config, tmp_path / "whole", progress=False)
+    whole.run()
+    killed = Trainer(small_task(tiny_corpus), config, tmp_path / "killed", progress=False)
+    killed.run(stop_at=5)  # checkpoint at step 3; steps 4 and 5 are lost with the process
+    resumed = Trainer(small_task(tiny_corpus), config, tmp_path / "killed", progress=False)
+    resumed.run()
+    assert resumed.step == 6
+    a, b = whole.task.codec.state_dict(), resumed.task.codec.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
+    d1, d2 = whole.task.discriminators.state_dict(), resumed.task.discriminators.state_dict()
+    assert all(torch.equal(d1[k], d2[k]) for k in d1)
+
+
+def test_two_process_ddp_step_equals_one_process(tiny_corpus, tmp_path):
+    # one step with every loss (GAN included); a second step could flip a near-tied code
+    # assignment from float summation order alone
+    args = ["codec", "train", "--data", str(tiny_corpus), "--config", "tiny", "--steps", "1",
+            "--batch-size", "4", "--segment-frames", "8", "--adversarial-start", "0",
+            "--save-every", "1", "--quiet", "--threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "voxlm", *args, "--out", str(tmp_path / "one")],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29533", "-m", "voxlm", *args, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    one = torch.load(tmp_path / "one" / "train_state.pt", weights_only=False)["modules"]
+    two = torch.load(tmp_path / "two" / "train_state.pt", weights_only=False)["modules"]
+    for part in ("codec", "discriminators"):
+        for name, tensor in one[part].items():
+            assert torch.allclose(tensor.float(), two[part][name].float(), atol=1e-5), (part, name)
+
+
+def test_checkpoint_and_code_file_errors(tmp_path):
+    codec = Codec(codec_config("tiny"))
+    path = export_codec(codec, tmp_path / "codec.safetensors")
+    assert load_codec(path).config == codec.config
+    with pytest.raises(VoxlmError, match="not found"):
+        load_codec(tmp_path / "missing.safetensors")
+    data = path.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(VoxlmError, match="truncated or corrupt"):
+        load_codec(tmp_path / "cut.safetensors")
+    flipped = bytearray(data)
+    flipped[-10] ^= 0xFF
+    (tmp_path / "flip.safetensors").write_bytes(bytes(flipped))
+    with pytest.raises(VoxlmError, match="checksum"):
+        load_codec(tmp_path / "flip.safetensors")
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "voxlm", *map(str, args)], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_roundtrip_and_bad_input(tmp_path, engines):
+    codec = Codec(codec_config("tiny"))
+    model = export_codec(codec, tmp_path / "codec.safetensors")
+    from voxlm.audio import save_audio
+    speech = engines("espeak").speak("Testing the codec round trip.").audio
+    wav = save_audio(tmp_path / "in.wav", speech)
+    result = run_cli("codec", "roundtrip", wav, tmp_path / "out.wav", "--checkpoint", model,
+                     "--streaming", "--bitrate", "0.2")
+    assert result.returncode == 0, result.stderr
+    assert "0.15 kbps" in result.stdout and "frame by frame" in result.stdout
+    result = run_cli("codec", "encode", wav, tmp_path / "codes.npy", "--checkpoint", model)
+    assert result.returncode == 0 and np.load(tmp_path / "codes.npy").shape[0] == 4
+    assert run_cli("codec", "decode", tmp_path / "codes.npy", tmp_path / "back.wav",
+                   "--checkpoint", model).returncode == 0
+    np.save(tmp_path / "bad.npy", np.full((4, 5), 999, np.int16))
+    bad_cases = [
+        ("decode", tmp_path / "bad.npy", tmp_path / "x.wav", "do not fit this codec"),
+        ("decode", wav, tmp_path / "x.wav", "not a .npy code file"),
+        ("roundtrip", wav, tmp_path / "x.wav", "below this codec's lowest"),
+        ("encode", tmp_path / "nothing.wav", tmp_path / "x.npy", "not found"),
+    ]
+    for command, src, dst, message in bad_cases:
+        extra = ["--bitrate", "0.01"] if command == "roundtrip" else []
+        result = run_cli("codec", command, src, dst, "--checkpoint", model, *extra)
+        assert result.returncode == 2, (command, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("codec", "train", "--data", tmp_path, "--out", tmp_path / "run")
+    assert result.returncode == 2 and "no manifest.jsonl" in result.stderr

@@ -1,0 +1,110 @@
+"""Model files: safetensors weights with the config, a format version and a checksum inside.
+
+    save_model(path, kind="codec", config=dataclass, state_dict=..., dtype=torch.float16)
+    tensors, config = load_model(path, kind="codec")
+
+The checksum (sha256 over names, shapes and bytes of every tensor) is stored in the header, so
+a truncated or altered file is caught with a clear error instead of a shape error later.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import VoxlmError
+
+FORMAT_VERSION = 1
+
+
+def tensor_digest(tensors: dict) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _atomic_target(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    return Path(temp)
+
+
+def save_model(path, kind: str, config, state_dict: dict, dtype: torch.dtype | None = None,
+               extra: dict | None = None) -> Path:
+    """Write weights atomically. Float tensors are cast to `dtype` when given (e.g. fp16)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {}
+    for name, tensor in state_dict.items():
+        tensor = tensor.detach().cpu()
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        tensors[name] = tensor.contiguous()
+    config_dict = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    metadata = {"kind": kind, "format_version": str(FORMAT_VERSION),
+                "config": json.dumps(config_dict), "sha256": tensor_digest(tensors),
+                "extra": json.dumps(extra or {})}
+    temp = _atomic_target(path)
+    try:
+        save_file(tensors, str(temp), metadata=metadata)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    return path
+
+
+def load_model(path, kind: str) -> tuple[dict, dict, dict]:
+    """-> (tensors, config dict, extra dict); VoxlmError naming the problem on any defect."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise VoxlmError(f"model file not found: {path}",
+                         "check the path, or leave it out to use the shipped default")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except Exception as error:  # safetensors raises several types for bad headers
+        raise VoxlmError(f"{path} is not a readable model file ({str(error).splitlines()[0][:80]})",
+                         "the file is truncated or corrupt: copy or train it again") from None
+    if metadata.get("kind") != kind:
+        raise VoxlmError(f"{path} holds a {metadata.get('kind', 'unknown')!r} model, not a {kind!r} one",
+                         f"pass a {kind} checkpoint")
+    version = metadata.get("format_version")
+    if version != str(FORMAT_VERSION):
+        raise VoxlmError(f"{path} has format version {version}, this voxlm reads {FORMAT_VERSION}",
+                         "re-export the checkpoint with this version of voxlm")
+    if tensor_digest(tensors) != metadata.get("sha256"):
+        raise VoxlmError(f"{path} failed its checksum", "the file is corrupt: copy or train it again")
+    return tensors, json.loads(metadata["config"]), json.loads(metadata.get("extra", "{}"))
+
+
+def save_torch_atomic(path, obj) -> Path:
+    path = Path(path)
+    temp = _atomic_target(path)
+    try:
+        torch.save(obj, temp)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    return path
+
+
+def load_torch(path):
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise VoxlmError(f"{path} is not a readable training state ({type(error).__name__})",
+                         "it is truncated or corrupt: delete it to restart, or restore a copy") from None

@@ -1,0 +1,221 @@
+"""The voxlm codec: causal STFT encoder, split residual VQ, causal iSTFT (Vocos-like) decoder.
+
+    audio [B, 1, N] 16 kHz --CausalSTFT(640, hop 160)--> log|X| [B, 321, N/160] (100 Hz)
+      --ConvNeXt blocks, patch x8--> [B, C, N/1280] (12.5 Hz) --ConvNeXt, transformer--> z [B, D, T]
+      --SplitRVQ--> codes [B, K, T] --> quantized [B, D, T]
+      --transformer, ConvNeXt, unpatch x8, ConvNeXt--> [B, C, N/160] (100 Hz)
+      --linear head: log-magnitude and phase--> CausalISTFT --> audio [B, 1, N]
+
+Few wide layers rather than many thin ones: frame by frame on a CPU thread, the cost is
+mostly per operation, not per multiply-add.
+
+Every layer is causal and streams: `with codec.streaming(1): codec.encode(frame)` takes one
+frame of `hop` = 1280 samples (80 ms) and gives [1, K, 1] codes; `decode` gives them back as
+1280 samples. Bits per second = K * log2(codebook_size) * 12.5.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..audio import SAMPLE_RATE
+from ..modules.conv import CausalConv1d, CausalISTFT, CausalSTFT, Upsample
+from ..modules.streaming import StreamingModule
+from ..modules.transformer import Transformer
+from .quantize import QuantizedResult, SplitRVQ
+
+N_FFT = 640  # 40 ms analysis and synthesis windows
+STFT_HOP = 160  # 10 ms: the 100 Hz rate of the outer ConvNeXt stage
+
+
+@dataclass
+class CodecConfig:
+    channels: tuple = (192, 384)  # width of each stage, outermost (100 Hz) first
+    strides: tuple = (8,)  # rate divisor between consecutive stages: 100 Hz / 8 = 12.5 Hz
+    blocks: tuple = (1, 2)  # ConvNeXt blocks per stage, encoder and decoder each
+    latent_dim: int = 128  # D, the quantizer's input and output width
+    codebook_dim: int = 64  # width the codebooks live in
+    n_q: int = 12  # codebooks at the top bitrate; codebook 1 is semantic
+    codebook_size: int = 1024
+    transformer_layers: int = 0  # causal transformer layers at 12.5 Hz, each side
+    transformer_heads: int = 4
+    transformer_context: int = 125  # frames attended (10 s)
+    kernel_size: int = 7  # depthwise kernel of the ConvNeXt blocks
+    ff_mult: int = 3
+    teacher_dim: int = 384  # semantic teacher width (Whisper tiny.en)
+    sample_rate: int = SAMPLE_RATE
+
+    @property
+    def hop(self) -> int:  # samples per codec frame
+        return STFT_HOP * math.prod(self.strides)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop  # 12.5 Hz
+
+    def kbps(self, n_q: int | None = None) -> float:
+        n_q = self.n_q if n_q is None else n_q
+        return n_q * math.log2(self.codebook_size) * self.frame_rate / 1000
+
+    def n_q_for_kbps(self, kbps: float) -> int:
+        """The most codebooks whose bitrate is at most `kbps`."""
+        n_q = int(kbps * 1000 / (math.log2(self.codebook_size) * self.frame_rate) + 1e-9)
+        return max(1, min(self.n_q, n_q))
+
+
+def codec_config(name: str) -> CodecConfig:
+    """Named presets: `tiny` for tests, `base` for the shipped model."""
+    if name == "tiny":
+        return CodecConfig(channels=(32, 64), blocks=(1, 1), latent_dim=32, codebook_dim=16,
+                           n_q=4, codebook_size=64)
+    if name == "base":
+        return CodecConfig()
+    raise ValueError(f"unknown codec config {name!r}; choose tiny or base")
+
+
+class ConvNeXtBlock(StreamingModule):
+    """Causal depthwise conv, LayerNorm, pointwise MLP, residual. x [B, C, T] -> [B, C, T]."""
+
+    def __init__(self, channels: int, kernel_size: int, ff_mult: int):
+        super().__init__()
+        self.dwconv = CausalConv1d(channels, channels, kernel_size, groups=channels)
+        self.norm = nn.LayerNorm(channels)
+        self.ff = nn.Sequential(nn.Linear(channels, ff_mult * channels), nn.GELU(),
+                                nn.Linear(ff_mult * channels, channels))
+        self.scale = nn.Parameter(torch.full((channels,), 0.1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.ff(self.norm(self.dwconv(x).transpose(1, 2)))  # [B, T, C]
+        return x + (y * self.scale).transpose(1, 2)
+
+
+def _stage(channels: int, blocks: int, config: CodecConfig) -> list:
+    return [ConvNeXtBlock(channels, config.kernel_size, config.ff_mult) for _ in range(blocks)]
+
+
+class Encoder(StreamingModule):
+    """audio [B, 1, N] -> latents [B, D, N / hop]."""
+
+    def __init__(self, config: CodecConfig):
+        super().__init__()
+        c, b = config.channels, config.blocks
+        self.stft = CausalSTFT(N_FFT, STFT_HOP)
+        layers = [CausalConv1d(N_FFT // 2 + 1, c[0], 1), *_stage(c[0], b[0], config)]
+        for i, stride in enumerate(config.strides, start=1):
+            layers += [CausalConv1d(c[i - 1], c[i], stride, stride=stride), *_stage(c[i], b[i], config)]
+        self.convs = nn.Sequential(*layers)
+        self.transformer = (Transformer(c[-1], config.transformer_layers, config.transformer_heads,
+                                        config.transformer_context)
+                            if config.transformer_layers else None)
+        self.out = nn.Conv1d(c[-1], config.latent_dim, 1)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        x = self.convs(self.stft(audio))  # [B, C, T]
+        if self.transformer is not None:
+            x = x + self.transformer(x.transpose(1, 2)).transpose(1, 2)
+        return self.out(x)
+
+
+class Decoder(StreamingModule):
+    """latents [B, D, T] -> audio [B, 1, T * hop]."""
+
+    def __init__(self, config: CodecConfig):
+        super().__init__()
+        c, b = config.channels, config.blocks
+        self.inp = nn.Conv1d(config.latent_dim, c[-1], 1)
+        self.transformer = (Transformer(c[-1], config.transformer_layers, config.transformer_heads,
+                                        config.transformer_context)
+                            if config.transformer_layers else None)
+        layers = _stage(c[-1], b[-1], config)
+        for i in range(len(config.strides) - 1, -1, -1):
+            layers += [Upsample(c[i + 1], c[i], config.strides[i]), *_stage(c[i], b[i], config)]
+        self.convs = nn.Sequential(*layers)
+        self.head = nn.Conv1d(c[0], 2 * (N_FFT // 2 + 1), 1)
+        self.istft = CausalISTFT(N_FFT, STFT_HOP)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        x = self.inp(latents)
+        if self.transformer is not None:
+            x = x + self.transformer(x.transpose(1, 2)).transpose(1, 2)
+        log_magnitude, phase = self.head(self.convs(x)).float().chunk(2, dim=1)  # [B, 321, T100]
+        magnitude = torch.exp(log_magnitude.clamp(max=6.0))
+        return self.istft(torch.polar(magnitude, phase))
+
+
+@dataclass
+class CodecOutput:
+    audio: torch.Tensor  # [B, 1, N] reconstruction
+    result: QuantizedResult
+    semantic_states: torch.Tensor  # [B, T, teacher_dim] codebook 1 projected for distillation
+
+
+class Codec(StreamingModule):
+    def __init__(self, config: CodecConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.quantizer = SplitRVQ(config.latent_dim, config.n_q, config.codebook_size,
+                                  config.codebook_dim)
+        self.decoder = Decoder(config)
+        self.distill = nn.Conv1d(config.latent_dim, config.teacher_dim, 1)
+
+    def forward(self, audio: torch.Tensor, n_q: int | None = None) -> CodecOutput:
+        """Training path: audio [B, 1, N], N a multiple of hop."""
+        result = self.quantizer(self.encoder(audio), n_q)
+        semantic = self.distill(result.semantic).transpose(1, 2)
+        return CodecOutput(self.decoder(result.quantized), result, semantic)
+
+    @torch.no_grad()
+    def encode(self, audio: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
+        """audio [B, 1, N] -> codes [B, K, N // hop]; streaming: one or more whole frames."""
+        return self.quantizer(self.encoder(audio), n_q).codes
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, K, T] (K <= n_q) -> audio [B, 1, T * hop]."""
+        return self.decoder(self.quantizer.decode(codes))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def default_codec_path():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent.parent / "assets" / "codec.safetensors"
+
+
+def load_codec(path=None, device: str = "cpu") -> Codec:
+    """A codec from a model file or a training run folder; the shipped default when None."""
+    from pathlib import Path
+
+    from ..checkpoint import load_model
+    from ..errors import VoxlmError
+
+    path = Path(path) if path is not None else default_codec_path()
+    if path.is_dir():
+        path = path / "model.safetensors"
+    tensors, config, _ = load_model(path, "codec")
+    try:
+        codec = Codec(CodecConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                     for k, v in config.items()}))
+    except TypeError as error:
+        raise VoxlmError(f"{path} has a codec config this voxlm does not know ({error})",
+                         "use the voxlm version that trained it") from None
+    state = codec.state_dict()
+    for name, tensor in tensors.items():
+        if name not in state or state[name].shape != tensor.shape:
+            raise VoxlmError(f"{path}: tensor {name} has shape {tuple(tensor.shape)}, the config "
+                             f"expects {tuple(state[name].shape) if name in state else 'none'}",
+                             "the file does not match its config: export it again")
+        state[name] = tensor.to(state[name].dtype)
+    missing = [n for n in state if n not in tensors
+               and not n.endswith(("embed_sum", "usage", "idle"))]
+    if missing:
+        raise VoxlmError(f"{path} lacks {len(missing)} tensors (e.g. {missing[0]})",
+                         "the file is incomplete: export it again")
+    codec.load_state_dict(state)
+    return codec.to(device).eval()

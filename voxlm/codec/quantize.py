@@ -1,0 +1,195 @@
+"""Residual vector quantization with EMA codebooks, k-means initialisation, dead-code restart
+and quantizer dropout; a split form where codebook 1 is separate (semantic) as in Mimi.
+
+Shapes: latents z [B, D, T]; codes [B, K, T] (int64, K codebooks); bits per frame K * log2(size).
+Under DDP the EMA statistics are summed over processes and k-means / restarts see every
+process's vectors, so one step equals the single-process step on the same global batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _gather(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate x [N, D] over processes in rank order."""
+    if not _distributed():
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+def _sum(x: torch.Tensor) -> torch.Tensor:
+    if _distributed():
+        dist.all_reduce(x)
+    return x
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int = 10) -> torch.Tensor:
+    """Plain k-means, x [N, D] -> centroids [k, D]; too few vectors are sampled with repeats."""
+    index = torch.randperm(len(x))[:k] if len(x) >= k else torch.randint(len(x), (k,))
+    centroids = x[index].clone()
+    if len(x) < k:  # spread duplicates a little so they can separate
+        centroids += 1e-3 * x.std() * torch.randn_like(centroids)
+    for _ in range(iters):
+        assign = torch.cdist(x, centroids).argmin(-1)
+        counts = torch.bincount(assign, minlength=k).float()
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        filled = counts > 0
+        centroids[filled] = sums[filled] / counts[filled, None]
+    return centroids
+
+
+class Codebook(nn.Module):
+    """One EMA vector quantizer. x [N, D] -> (quantized [N, D], codes [N])."""
+
+    def __init__(self, size: int, dim: int, decay: float = 0.99, expected_uses: float = 5.0):
+        super().__init__()
+        # a code is dead when it went unused for as many steps as it should have taken to be
+        # picked `expected_uses` times with uniform use
+        self.size, self.decay, self.expected_uses = size, decay, expected_uses
+        self.register_buffer("embed", torch.zeros(size, dim))
+        self.register_buffer("embed_sum", torch.zeros(size, dim))
+        self.register_buffer("usage", torch.zeros(size))  # EMA count of vectors per code
+        self.register_buffer("idle", torch.zeros(size))  # steps since each code was last used
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:  # [N, D] -> [N]
+        # |x - e|^2 = |x|^2 - 2 x.e + |e|^2; |x|^2 does not change the argmin
+        distances = torch.addmm(self.embed.pow(2).sum(-1), x, self.embed.t(), alpha=-2)
+        return distances.argmin(-1)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return F.embedding(codes, self.embed)
+
+    @torch.no_grad()
+    def _update(self, x: torch.Tensor, codes: torch.Tensor):
+        if not bool(self.initialized):
+            centroids = kmeans(_gather(x), self.size)
+            if _distributed():
+                dist.broadcast(centroids, 0)
+            self.embed.copy_(centroids)
+            self.embed_sum.copy_(centroids)
+            self.usage.fill_(1.0)
+            self.initialized.fill_(True)
+            return
+        counts = _sum(torch.bincount(codes, minlength=self.size).float())
+        sums = _sum(torch.zeros_like(self.embed).index_add_(0, codes, x))
+        self.usage.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        total = self.usage.sum()
+        smoothed = (self.usage + 1e-5) / (total + self.size * 1e-5) * total  # Laplace smoothing
+        self.embed.copy_(self.embed_sum / smoothed[:, None])
+        self.idle.add_(1).masked_fill_(counts > 0, 0)
+        patience = max(2.0, self.expected_uses * self.size / max(1.0, float(counts.sum())))
+        dead = self.idle > patience
+        if dead.any():  # restart them on vectors of this batch
+            pool = _gather(x)
+            picks = pool[torch.randint(len(pool), (int(dead.sum()),))]
+            if _distributed():
+                dist.broadcast(picks, 0)
+            mean_usage = self.usage.mean()
+            self.embed[dead] = picks
+            self.embed_sum[dead] = picks * mean_usage
+            self.usage[dead] = mean_usage
+            self.idle[dead] = 0
+
+    def forward(self, x: torch.Tensor):
+        if self.training:
+            if not bool(self.initialized):
+                self._update(x.detach().float(), None)
+            codes = self.encode(x.detach())
+            self._update(x.detach().float(), codes)
+        else:
+            codes = self.encode(x)
+        return self.decode(codes), codes
+
+
+@dataclass
+class QuantizedResult:
+    quantized: torch.Tensor  # [B, D, T] straight-through quantized latents
+    codes: torch.Tensor  # [B, K, T]
+    commit_loss: torch.Tensor  # scalar, mean squared distance latent -> codes
+    semantic: torch.Tensor  # [B, D, T] the first (semantic) codebook's contribution alone
+    perplexity: torch.Tensor  # [K] exp(entropy) of code usage in this batch
+
+
+def perplexity(codes: torch.Tensor, size: int) -> torch.Tensor:
+    """codes [B, K, T] -> [K] exp of the entropy of each codebook's usage."""
+    out = []
+    for k in range(codes.shape[1]):
+        p = torch.bincount(codes[:, k].reshape(-1), minlength=size).float()
+        p = p / p.sum().clamp(min=1)
+        out.append(torch.exp(-(p * torch.log(p.clamp(min=1e-10))).sum()))
+    return torch.stack(out)
+
+
+class ResidualVQ(nn.Module):
+    """Codebooks applied to the residual left by the previous ones. z [B, D, T]."""
+
+    def __init__(self, n_q: int, size: int, dim: int, **codebook):
+        super().__init__()
+        self.codebooks = nn.ModuleList(Codebook(size, dim, **codebook) for _ in range(n_q))
+
+    def forward(self, z: torch.Tensor, n_q: int):
+        batch, dim, frames = z.shape
+        residual = z.transpose(1, 2).reshape(-1, dim)
+        total, codes, commit = torch.zeros_like(residual), [], z.new_zeros(())
+        for codebook in self.codebooks[:n_q]:
+            quantized, code = codebook(residual)
+            commit = commit + F.mse_loss(residual, quantized.detach())
+            residual = residual - quantized.detach()
+            total = total + quantized
+            codes.append(code.view(batch, frames))
+        total = total.view(batch, frames, dim).transpose(1, 2)
+        return total, torch.stack(codes, 1) if codes else z.new_zeros(batch, 0, frames).long(), commit
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:  # [B, K, T] -> [B, D, T]
+        out = 0
+        for k in range(codes.shape[1]):
+            out = out + self.codebooks[k].decode(codes[:, k]).transpose(1, 2)
+        return out
+
+
+class SplitRVQ(nn.Module):
+    """Codebook 1 quantizes the latent alone (and is distilled from the semantic teacher);
+    codebooks 2..K quantize the same latent residually; their outputs are summed (Mimi)."""
+
+    def __init__(self, dim: int, n_q: int, size: int, codebook_dim: int, **codebook):
+        super().__init__()
+        self.n_q, self.size = n_q, size
+        self.semantic_in = nn.Conv1d(dim, codebook_dim, 1)
+        self.semantic_out = nn.Conv1d(codebook_dim, dim, 1)
+        self.semantic = ResidualVQ(1, size, codebook_dim, **codebook)
+        self.acoustic_in = nn.Conv1d(dim, codebook_dim, 1)
+        self.acoustic_out = nn.Conv1d(codebook_dim, dim, 1)
+        self.acoustic = ResidualVQ(n_q - 1, size, codebook_dim, **codebook)
+
+    def forward(self, z: torch.Tensor, n_q: int | None = None) -> QuantizedResult:
+        n_q = self.n_q if n_q is None else n_q
+        sem_in = self.semantic_in(z)
+        sem_q, sem_codes, sem_commit = self.semantic(sem_in, 1)
+        semantic = self.semantic_out(sem_in + (sem_q - sem_in).detach())
+        ac_in = self.acoustic_in(z)
+        ac_q, ac_codes, ac_commit = self.acoustic(ac_in, n_q - 1)
+        quantized = semantic
+        if n_q > 1:
+            quantized = quantized + self.acoustic_out(ac_in + (ac_q - ac_in).detach())
+        codes = torch.cat([sem_codes, ac_codes], 1)
+        return QuantizedResult(quantized, codes, sem_commit + ac_commit, semantic,
+                               perplexity(codes, self.size))
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:  # [B, K, T] -> [B, D, T]
+        out = self.semantic_out(self.semantic.decode(codes[:, :1]))
+        if codes.shape[1] > 1:
+            out = out + self.acoustic_out(self.acoustic.decode(codes[:, 1:]))
+        return out

@@ -1,0 +1,227 @@
+"""Codec training task for the shared loop (`voxlm.train.Trainer`).
+
+Losses: multi-scale mel L1, commitment, semantic distillation (codebook 1 against Whisper
+tiny.en encoder states), and from `adversarial_start` on, least-squares GAN losses of
+multi-period and multi-resolution STFT discriminators with feature matching.
+Quantizer dropout: half of the steps use a random number of codebooks (1..n_q), so one model
+serves every bitrate. Batches are a pure function of (seed, step): resume is exact.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..audio import load_audio
+from ..checkpoint import save_model
+from ..data import read_manifest
+from ..errors import VoxlmError
+from ..train import no_sync, unwrap
+from .discriminators import Discriminators
+from .losses import (MultiScaleMelLoss, discriminator_loss, distill_loss, feature_matching_loss,
+                     generator_loss)
+from .model import Codec, CodecConfig
+from .teacher import TEACHER_RATE, cache_teacher_features, load_teacher_features
+
+
+@dataclass
+class CodecTrainConfig:
+    batch_size: int = 8  # global batch, split over processes and microbatches
+    accum: int = 1  # microbatches per step
+    segment_frames: int = 24  # codec frames per training segment (24 x 80 ms = 1.92 s)
+    lr: float = 1e-3
+    disc_lr: float = 5e-4
+    adversarial_start: int = 2000  # steps of reconstruction-only training before the GAN
+    disc_frames: int = 8  # the discriminators see a random crop of this many frames (0.64 s)
+    mel_weight: float = 15.0
+    commit_weight: float = 1.0
+    distill_weight: float = 5.0
+    adv_weight: float = 1.0
+    fm_weight: float = 2.0
+    dropout_share: float = 0.5  # share of steps with a random number of codebooks
+    grad_clip: float = 5.0
+    max_items: int = 0  # 0: every training item
+
+
+class CodecData:
+    """Training items in memory: int16 audio and teacher states pooled to the codec frame rate."""
+
+    def __init__(self, corpus, config: CodecConfig, split: str = "train", max_items: int = 0,
+                 progress: bool = True):
+        corpus = Path(corpus)
+        manifest = corpus / "manifest.jsonl"
+        if not manifest.exists():
+            raise VoxlmError(f"no manifest.jsonl in {corpus}",
+                             "make a corpus first: voxlm synth corpus --out DIR --minutes 30")
+        rows = [r for r in read_manifest(manifest) if r["split"] == split]
+        if max_items:
+            rows = rows[:max_items]
+        if not rows:
+            raise VoxlmError(f"no {split} items in {manifest}", "make a larger corpus")
+        cache_teacher_features(corpus, rows, progress=progress)
+        self.hop = config.hop
+        pool = int(TEACHER_RATE / config.frame_rate)  # 4 teacher states per codec frame
+        self.audio, self.teacher = [], []
+        for row in tqdm(rows, desc="loading corpus", unit="item", disable=not progress):
+            audio = load_audio(corpus / row["audio"])
+            frames = len(audio) // self.hop
+            if frames < 1:
+                continue
+            states = load_teacher_features(corpus, row["id"])[: frames * pool]
+            states = np.pad(states, ((0, frames * pool - len(states)), (0, 0)))
+            self.audio.append((np.clip(audio[: frames * self.hop], -1, 1) * 32767).astype(np.int16))
+            self.teacher.append(states.reshape(frames, pool, -1).mean(1).astype(np.float16))
+        self.seconds = sum(len(a) for a in self.audio) / config.sample_rate
+
+    def batch(self, seed: int, step: int, size: int, frames: int):
+        """-> audio [size, 1, frames * hop] float32, teacher [size, frames, 384] float32."""
+        rng = np.random.default_rng([seed, step])
+        audio = np.zeros((size, 1, frames * self.hop), np.float32)
+        teacher = np.zeros((size, frames, self.teacher[0].shape[1]), np.float32)
+        for row, item in enumerate(rng.integers(len(self.audio), size=size)):
+            have = len(self.teacher[item])
+            start = int(rng.integers(0, max(1, have - frames + 1)))
+            take = min(frames, have - start)
+            clip = self.audio[item][start * self.hop: (start + take) * self.hop]
+            audio[row, 0, : len(clip)] = clip / 32767.0
+            teacher[row, :take] = self.teacher[item][start: start + take]
+        return torch.from_numpy(audio), torch.from_numpy(teacher)
+
+
+class CodecTask:
+    name = "codec"
+
+    def __init__(self, corpus, model_config: CodecConfig, config: CodecTrainConfig,
+                 progress: bool = True):
+        self.corpus, self.model_config, self.config = corpus, model_config, config
+        self.progress = progress
+        self.mel_loss = MultiScaleMelLoss()
+
+    # ---- the interface the Trainer uses ----
+    def setup(self, dist, train_config):
+        """Called by the Trainer after seeding, so initial weights follow the seed."""
+        self.dist, self.train_config = dist, train_config
+        self.codec = Codec(self.model_config)
+        self.discriminators = Discriminators()
+        if self.config.batch_size % (dist.world * self.config.accum):
+            raise VoxlmError(f"batch size {self.config.batch_size} does not split over "
+                             f"{dist.world} processes x {self.config.accum} microbatches",
+                             "choose a batch size divisible by processes x accum")
+        self.data = CodecData(self.corpus, self.model_config, max_items=self.config.max_items,
+                              progress=self.progress and dist.main)
+        self.codec.to(dist.device)
+        self.discriminators.to(dist.device)
+        self.modules = {"codec": self.codec, "discriminators": self.discriminators}
+        self.optimizers = {
+            "codec": torch.optim.AdamW(self.codec.parameters(), lr=self.config.lr, betas=(0.8, 0.99)),
+            "discriminators": torch.optim.AdamW(self.discriminators.parameters(),
+                                                lr=self.config.disc_lr, betas=(0.8, 0.99)),
+        }
+
+    def wrap(self, dist):
+        if dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [dist.device.index] if dist.device.type == "cuda" else None
+            self.codec = DDP(self.codec, device_ids=ids, find_unused_parameters=True,
+                             broadcast_buffers=False)
+            self.discriminators = DDP(self.discriminators, device_ids=ids, broadcast_buffers=False)
+            self.modules = {"codec": self.codec, "discriminators": self.discriminators}
+
+    def unwrap(self):
+        self.codec, self.discriminators = unwrap(self.codec), unwrap(self.discriminators)
+        self.modules = {"codec": self.codec, "discriminators": self.discriminators}
+
+    def state(self) -> dict:
+        return {"model_config": asdict(self.model_config), "train_config": asdict(self.config)}
+
+    def load_state(self, state: dict):
+        saved = state.get("model_config")
+        if saved and saved != asdict(self.model_config):
+            raise VoxlmError("the run folder holds a codec with a different config",
+                             "pass the same --config as before, or a new --out folder")
+
+    def export(self, out: Path):
+        export_codec(unwrap(self.codec), Path(out) / "model.safetensors")
+
+    def batch(self, step: int, dist):
+        """This process's microbatches of the global batch for `step`."""
+        audio, teacher = self.data.batch(self.train_config.seed, step, self.config.batch_size,
+                                         self.config.segment_frames)
+        per_rank = self.config.batch_size // dist.world
+        lo = dist.rank * per_rank
+        audio, teacher = audio[lo: lo + per_rank], teacher[lo: lo + per_rank]
+        return [(a.to(dist.device), t.to(dist.device))
+                for a, t in zip(audio.chunk(self.config.accum), teacher.chunk(self.config.accum))]
+
+    def n_q_for_step(self, step: int) -> int:
+        rng = np.random.default_rng([self.train_config.seed, step, 7])
+        if rng.random() < self.config.dropout_share:
+            return int(rng.integers(1, self.model_config.n_q + 1))
+        return self.model_config.n_q
+
+    def train_step(self, microbatches, step: int) -> dict:
+        c = self.config
+        adversarial = step >= c.adversarial_start
+        n_q = self.n_q_for_step(step)
+        hop, frames = self.model_config.hop, self.config.segment_frames
+        crop_frames = min(c.disc_frames, frames)
+        crop = int(np.random.default_rng([self.train_config.seed, step, 11]).integers(
+            0, frames - crop_frames + 1)) * hop
+        window = slice(crop, crop + crop_frames * hop)
+        sums: dict = {}
+        for index, (audio, teacher) in enumerate(microbatches):
+            last = index == len(microbatches) - 1
+            with no_sync(self.codec, last), no_sync(self.discriminators, last):
+                out = self.codec(audio, n_q)
+                fake = out.audio
+                losses = {"mel": self.mel_loss(fake[:, 0], audio[:, 0]),
+                          "commit": out.result.commit_loss,
+                          "distill": distill_loss(out.semantic_states, teacher)}
+                total = (c.mel_weight * losses["mel"] + c.commit_weight * losses["commit"]
+                         + c.distill_weight * losses["distill"])
+                if adversarial:
+                    discriminators = unwrap(self.discriminators)
+                    discriminators.requires_grad_(False)
+                    fake_scores, fake_features = discriminators(fake[..., window])
+                    with torch.no_grad():
+                        _, real_features = discriminators(audio[..., window])
+                    losses["adv"] = generator_loss(fake_scores)
+                    losses["fm"] = feature_matching_loss(real_features, fake_features)
+                    total = total + c.adv_weight * losses["adv"] + c.fm_weight * losses["fm"]
+                    discriminators.requires_grad_(True)
+                (total / len(microbatches)).backward()
+                if adversarial:
+                    scores, _ = self.discriminators(torch.cat([audio, fake.detach()])[..., window])
+                    half = audio.shape[0]
+                    losses["disc"] = discriminator_loss([s[:half] for s in scores],
+                                                        [s[half:] for s in scores])
+                    (losses["disc"] / len(microbatches)).backward()
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach()) / len(microbatches)
+        names = ["codec"] + (["discriminators"] if adversarial else [])
+        for name in names:
+            module = self.modules[name]
+            sums[f"grad_norm_{name}"] = float(torch.nn.utils.clip_grad_norm_(module.parameters(),
+                                                                             c.grad_clip))
+            self.optimizers[name].step()
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        perplexity = out.result.perplexity
+        sums["perplexity_1"] = float(perplexity[0])
+        if len(perplexity) > 1:
+            sums["perplexity_2"] = float(perplexity[1])
+        sums["n_q"] = n_q
+        return sums
+
+
+TRAINING_ONLY = ("embed_sum", "usage", "idle")  # quantizer statistics inference does not need
+
+
+def export_codec(codec: Codec, path, dtype=None) -> Path:
+    """Inference weights: the EMA statistics used only by training are left out."""
+    state = {k: v for k, v in codec.state_dict().items() if not k.endswith(TRAINING_ONLY)}
+    return save_model(path, "codec", codec.config, state, dtype=dtype)

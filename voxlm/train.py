@@ -1,0 +1,225 @@
+"""The one training loop, for the codec and the language model: one process or `torchrun`.
+
+    torchrun --nproc_per_node 2 -m voxlm codec train --data DIR --out RUN   # DDP over gloo on CPU
+    voxlm codec train --data DIR --out RUN                                  # one process
+
+A task (codec or LM) supplies modules, optimizers and `train_step(microbatches, step)`; this
+file does the rest: process group (gloo on CPU, nccl on GPU), DDP wrapping, the cosine schedule,
+gradient accumulation (the task's microbatches), atomic checkpoints every N steps that resume
+exactly (model, optimizer, RNG and step; batches are a pure function of the step), TensorBoard
+scalars and a metrics.jsonl curve on rank 0, and a progress bar.
+
+RUN/train_state.pt   everything needed to resume          (atomic)
+RUN/model.safetensors the weights for inference           (atomic, task.export)
+RUN/metrics.jsonl     one JSON row per logged step        (the training curve)
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .checkpoint import load_torch, save_torch_atomic
+from .data import write_atomic
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    lr: float = 1e-3  # peak learning rate multiplier for every optimizer's base rate
+    warmup: int = 100  # linear warm-up steps
+    min_lr_ratio: float = 0.1  # cosine decays to this fraction of the peak
+    save_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+    threads: int = 0  # torch intra-op threads per process; 0 leaves torch's default
+    bf16: bool = False  # autocast to bfloat16 (on by default on GPU)
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Distributed:
+    """Read torchrun's environment; start the process group when there is more than one."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(rank, world, local, device)
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Linear warm-up then cosine decay to min_lr_ratio."""
+    if step < config.warmup:
+        return (step + 1) / config.warmup
+    progress = min(1.0, (step - config.warmup) / max(1, config.steps - config.warmup))
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+            "python": random.getstate()}
+
+
+def set_rng_state(state: dict):
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def seed_everything(seed: int):
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def no_sync(module, sync: bool):
+    """DDP's no_sync when this microbatch is not the last one; a null context otherwise."""
+    if sync or not hasattr(module, "no_sync"):
+        return contextlib.nullcontext()
+    return module.no_sync()
+
+
+def unwrap(module):
+    return getattr(module, "module", module)
+
+
+class Trainer:
+    """Runs `task` for `config.steps` steps, writing into `out`."""
+
+    def __init__(self, task, config: TrainConfig, out, progress: bool = True):
+        self.task, self.config, self.out = task, config, Path(out)
+        self.progress = progress
+        self.dist = setup_distributed()
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        seed_everything(config.seed)
+        self.out.mkdir(parents=True, exist_ok=True)
+        task.setup(self.dist, config)
+        self.base_lrs = {name: [group["lr"] for group in opt.param_groups]
+                         for name, opt in task.optimizers.items()}
+        self.step = 0
+        self.writer = None
+
+    # ---- checkpoints ----
+    @property
+    def state_path(self) -> Path:
+        return self.out / "train_state.pt"
+
+    def save(self):
+        if self.dist.main:
+            state = {"step": self.step, "rng": rng_state(), "train_config": asdict(self.config),
+                     "modules": {n: unwrap(m).state_dict() for n, m in self.task.modules.items()},
+                     "optimizers": {n: o.state_dict() for n, o in self.task.optimizers.items()},
+                     "task": self.task.state()}
+            save_torch_atomic(self.state_path, state)
+            self.task.export(self.out)
+        if self.dist.world > 1:
+            dist.barrier()
+
+    def resume(self) -> bool:
+        if not self.state_path.exists():
+            return False
+        state = load_torch(self.state_path)
+        for name, module in self.task.modules.items():
+            unwrap(module).load_state_dict(state["modules"][name])
+        for name, optimizer in self.task.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        self.task.load_state(state.get("task", {}))
+        set_rng_state(state["rng"])
+        self.step = state["step"]
+        self._trim_metrics()
+        return True
+
+    def _trim_metrics(self):
+        """Drop curve rows logged after the checkpoint we resume from."""
+        path = self.out / "metrics.jsonl"
+        if self.dist.main and path.exists():
+            rows = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= self.step]
+            write_atomic(path, "".join(row + "\n" for row in rows))
+
+    # ---- logging ----
+    def log(self, metrics: dict, elapsed: float):
+        if not self.dist.main:
+            return
+        row = {"step": self.step, **{k: round(float(v), 6) for k, v in metrics.items()},
+               "seconds_per_step": round(elapsed, 4)}
+        with open(self.out / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        if self.writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.writer = SummaryWriter(str(self.out / "tensorboard"))
+            except ImportError:  # tensorboard is optional
+                self.writer = False
+        if self.writer:
+            for key, value in row.items():
+                if key != "step":
+                    self.writer.add_scalar(key, value, self.step)
+            self.writer.flush()
+
+    # ---- the loop ----
+    def autocast(self):
+        use_bf16 = self.config.bf16 or self.dist.device.type == "cuda"
+        if not use_bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.dist.device.type, dtype=torch.bfloat16)
+
+    def run(self, stop_at: int | None = None) -> int:
+        """Train to config.steps; `stop_at` ends the loop early without a final save, as a
+        kill would (tests use it)."""
+        from tqdm import tqdm
+
+        resumed = self.resume()
+        self.task.wrap(self.dist)
+        bar = tqdm(total=self.config.steps, initial=self.step, disable=not (self.progress and self.dist.main),
+                   desc=f"{self.task.name} train" + (" (resumed)" if resumed else ""), unit="step")
+        last_log, window = time.time(), 0
+        while self.step < self.config.steps:
+            if stop_at is not None and self.step >= stop_at:
+                break
+            factor = lr_factor(self.step, self.config)
+            for name, optimizer in self.task.optimizers.items():
+                for group, base in zip(optimizer.param_groups, self.base_lrs[name]):
+                    group["lr"] = base * factor
+            microbatches = self.task.batch(self.step, self.dist)
+            with self.autocast():
+                metrics = self.task.train_step(microbatches, self.step)
+            self.step += 1
+            window += 1
+            bar.update(1)
+            if self.step % self.config.log_every == 0 or self.step == self.config.steps:
+                now = time.time()
+                metrics = {**metrics, "lr": factor}
+                self.log(metrics, (now - last_log) / window)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in list(metrics.items())[:4]})
+                last_log, window = now, 0
+            if self.step % self.config.save_every == 0 or self.step == self.config.steps:
+                self.save()
+        bar.close()
+        self.task.unwrap()
+        if self.writer:
+            self.writer.close()
+        return self.step
