@@ -1,4 +1,4 @@
-"""python benchmarks/codec_speed.py [--peer mimi voxlm] [--seconds 10] [--config base|tiny]
+"""python benchmarks/codec_speed.py [--peer mimi voxlm] [--seconds 10] [--config base [tiny]]
 
 Streaming codec speed on one CPU thread, side by side with the Mimi architecture (DESIGN.md 7):
 each frame is encoded then decoded inside `with model.streaming(1):`, the way a live dialogue
@@ -9,8 +9,9 @@ packages:
   mimi   /work/benchvenv/bin/python (plain venv: torch cpu + `pip install --no-deps moshi`,
          einops, safetensors, sentencepiece, huggingface_hub, sphn, numpy); random weights,
          `loaders.get_mimi(None, device="cpu")`, 1920-sample frames at 24 kHz (12.5 Hz)
-  voxlm  this Python; `Codec(codec_config(--config))` with random weights, or `--checkpoint`
-         (`load_codec`), `codec.config.hop`-sample frames at 16 kHz
+  voxlm  this Python; `Codec(codec_config(--config))` with random weights (one process per
+         preset when several are given), or `--checkpoint` (`load_codec`),
+         `codec.config.hop`-sample frames at 16 kHz
 
 Printed per peer: RTF = wall processing time / audio time (below 1 is faster than real time),
 "x real time" (its inverse), CPU-time RTF (this process's CPU seconds / audio seconds: closer to
@@ -119,12 +120,12 @@ def child_voxlm(args) -> dict:
                     {"codebooks": codebooks, "config": config})
 
 
-def run_child(peer: str, args) -> dict:
+def run_child(peer: str, args, config: str) -> dict:
     python = BENCH_PYTHON if peer == "mimi" else sys.executable
     if not Path(python).exists():
         return {"peer": peer, "skipped": f"{python} not found; see this script's docstring"}
     cmd = [python, __file__, "--child", peer, "--seconds", str(args.seconds),
-           "--config", args.config] + (["--checkpoint", args.checkpoint] if args.checkpoint else [])
+           "--config", config] + (["--checkpoint", args.checkpoint] if args.checkpoint else [])
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -145,7 +146,7 @@ def table(results: list) -> str:
                     f"{r['params'] / 1e6:.1f} M | {r['hop']} @ {r['sample_rate'] // 1000} kHz "
                     f"({r['frame_ms']:.0f} ms) | {r['rtf']:.3f} | {1 / r['rtf']:.2f} | "
                     f"{r['cpu_rtf']:.3f} | "
-                    f"{r['ms_mean']:.1f} | {r['ms_p95']:.1f} | {r['ms_max']:.1f} |")
+                    f"{r['ms_mean']:.2f} | {r['ms_p95']:.2f} | {r['ms_max']:.2f} |")
     return "\n".join(rows)
 
 
@@ -155,7 +156,8 @@ def main(argv=None):
     parser.add_argument("--peer", nargs="+", choices=("mimi", "voxlm"), default=["mimi", "voxlm"],
                         help="which codecs to time, each in its own process")
     parser.add_argument("--seconds", type=float, default=10.0, help="audio timed per peer")
-    parser.add_argument("--config", default="base", help="voxlm preset: base (shipped) or tiny")
+    parser.add_argument("--config", nargs="+", default=["base"],
+                        help="voxlm presets to time: base (shipped) and/or tiny")
     parser.add_argument("--checkpoint", default=None, help="time a trained voxlm codec instead")
     parser.add_argument("--child", choices=("mimi", "voxlm"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -164,18 +166,25 @@ def main(argv=None):
 
         torch.set_num_threads(1)
         torch.set_num_interop_threads(1)
+        args.config = args.config[0]
         result = (child_mimi if args.child == "mimi" else child_voxlm)(args)
         print(json.dumps(result))
         return
     results = []
     for peer in args.peer:
-        print(f"timing {peer} ({args.seconds:g} s of audio, 1 thread)...", file=sys.stderr)
-        results.append(run_child(peer, args))
+        for config in (args.config if peer == "voxlm" and not args.checkpoint else args.config[:1]):
+            label = f"{peer} {config}" if peer == "voxlm" and not args.checkpoint else peer
+            print(f"timing {label} ({args.seconds:g} s of audio, 1 thread)...", file=sys.stderr)
+            results.append(run_child(peer, args, config))
     print(table(results))
-    timed = {r["peer"]: r for r in results if "skipped" not in r}
-    if {"mimi", "voxlm"} <= timed.keys():
-        ratio = timed["mimi"]["rtf"] / timed["voxlm"]["rtf"]
-        print(f"\nvoxlm is {ratio:.2f}x the speed of Mimi (streaming encode + decode, 1 thread)")
+    mimi = next((r for r in results if r["peer"] == "mimi" and "skipped" not in r), None)
+    for r in results:
+        if r["peer"] == "voxlm" and "skipped" not in r and mimi is not None:
+            print(f"\nvoxlm ({r['config']}): {r['ms_mean']:.2f} ms per {r['frame_ms']:.0f} ms "
+                  f"frame, RTF {r['rtf']:.3f}, {r['params'] / 1e6:.1f} M params; Mimi: "
+                  f"{mimi['ms_mean']:.1f} ms, RTF {mimi['rtf']:.3f}, "
+                  f"{mimi['params'] / 1e6:.1f} M; voxlm is {mimi['rtf'] / r['rtf']:.1f}x the "
+                  f"speed of Mimi (streaming encode + decode, 1 thread)")
 
 
 if __name__ == "__main__":

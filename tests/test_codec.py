@@ -178,7 +178,7 @@ def test_cli_roundtrip_and_bad_input(tmp_path, engines):
         ("decode", tmp_path / "bad.npy", tmp_path / "x.wav", "do not fit this codec"),
         ("decode", wav, tmp_path / "x.wav", "not a .npy code file"),
         ("roundtrip", wav, tmp_path / "x.wav", "below this codec's lowest"),
-        ("encode", tmp_path / "nothing.wav", tmp_path / "x.npy", "not found"),
+        ("encode", tmp_path / "nothing.wav", tmp_path / "x.npy", "no such file"),
     ]
     for command, src, dst, message in bad_cases:
         extra = ["--bitrate", "0.01"] if command == "roundtrip" else []

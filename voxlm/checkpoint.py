@@ -38,15 +38,47 @@ def _atomic_target(path: Path):
     return Path(temp)
 
 
+INT8_SUFFIX, SCALE_SUFFIX = ".int8", ".int8_scale"
+INT8_MIN_SIZE = 4096  # smaller tensors (biases, norms) stay in float
+
+
+def quantize_int8(tensor: torch.Tensor) -> tuple:
+    """Symmetric int8 per output row: -> (int8 tensor, fp16 scale [rows, 1, ...])."""
+    rows = tensor.float().reshape(tensor.shape[0], -1)
+    scale = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / 127.0
+    q = torch.round(rows / scale).clamp(-127, 127).to(torch.int8).reshape(tensor.shape)
+    return q, scale.half()
+
+
+def dequantize_int8(tensors: dict) -> dict:
+    """Replace every name.int8 / name.int8_scale pair by the float tensor `name`."""
+    out = {}
+    for name, tensor in tensors.items():
+        if name.endswith(SCALE_SUFFIX):
+            continue
+        if name.endswith(INT8_SUFFIX):
+            base = name[: -len(INT8_SUFFIX)]
+            scale = tensors[base + SCALE_SUFFIX].float()
+            out[base] = (tensor.float().reshape(tensor.shape[0], -1) * scale).reshape(tensor.shape)
+        else:
+            out[name] = tensor
+    return out
+
+
 def save_model(path, kind: str, config, state_dict: dict, dtype: torch.dtype | None = None,
-               extra: dict | None = None) -> Path:
-    """Write weights atomically. Float tensors are cast to `dtype` when given (e.g. fp16)."""
+               extra: dict | None = None, int8: bool = False) -> Path:
+    """Write weights atomically. Float tensors are cast to `dtype` when given (e.g. fp16);
+    with `int8`, weight matrices of INT8_MIN_SIZE or more elements are stored as int8 with a
+    per-row scale (4x smaller than fp32) and dequantised on load."""
     from safetensors.torch import save_file
 
     path = Path(path)
     tensors = {}
     for name, tensor in state_dict.items():
         tensor = tensor.detach().cpu()
+        if int8 and tensor.is_floating_point() and tensor.ndim >= 2 and tensor.numel() >= INT8_MIN_SIZE:
+            tensors[name + INT8_SUFFIX], tensors[name + SCALE_SUFFIX] = quantize_int8(tensor)
+            continue
         if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype)
         tensors[name] = tensor.contiguous()
@@ -87,7 +119,8 @@ def load_model(path, kind: str) -> tuple[dict, dict, dict]:
                          "re-export the checkpoint with this version of voxlm")
     if tensor_digest(tensors) != metadata.get("sha256"):
         raise VoxlmError(f"{path} failed its checksum", "the file is corrupt: copy or train it again")
-    return tensors, json.loads(metadata["config"]), json.loads(metadata.get("extra", "{}"))
+    return (dequantize_int8(tensors), json.loads(metadata["config"]),
+            json.loads(metadata.get("extra", "{}")))
 
 
 def save_torch_atomic(path, obj) -> Path:

@@ -24,6 +24,11 @@ EXAMPLES = {
     "codec decode": "voxlm codec decode codes.npy speech.wav",
     "codec roundtrip": "voxlm codec roundtrip speech.wav out.wav --streaming --bitrate 1.5",
     "codec teacher": "voxlm codec teacher --data data/corpus",
+    "codec export": "voxlm codec export runs/codec voxlm/assets/codec.safetensors --int8",
+    "eval codec": "voxlm eval codec --data data/heldout --data data/realset --report reports/codec",
+    "units fit": "voxlm units fit --data data/corpus --out units.npz --k 100",
+    "units encode": "voxlm units encode --data data/corpus --units units.npz --out units.jsonl",
+    "units abx": "voxlm units abx --data data/corpus --units units.npz",
 }
 
 
@@ -136,6 +141,21 @@ def cmd_codec_teacher(args):
     print(f"teacher features: {cache_teacher_features(args.data, rows, threads=args.threads)} computed")
 
 
+def cmd_codec_export(args):
+    import torch
+
+    from .codec.model import load_codec
+    from .codec.train import export_codec
+    from .eval.curves import plot_curve
+
+    codec = load_codec(args.run)
+    path = export_codec(codec, args.output, dtype=torch.float16, int8=args.int8)
+    print(f"wrote {path}: {path.stat().st_size / 1e6:.1f} MB")
+    curve = args.run / "metrics.jsonl"
+    if args.curve and curve.exists():
+        print(f"wrote {plot_curve(curve, args.curve, title=f'codec training: {args.run.name}')}")
+
+
 def cmd_codec_encode(args):
     from .codec.files import encode_file
 
@@ -154,6 +174,72 @@ def cmd_codec_roundtrip(args):
 
     kbps = roundtrip_file(args.input, args.output, args.checkpoint, args.bitrate, args.streaming)
     print(f"wrote {args.output} at {kbps:g} kbps" + (" (frame by frame)" if args.streaming else ""))
+
+
+def cmd_eval_codec(args):
+    from .eval.codec_suite import run_codec_eval
+
+    path = run_codec_eval(args.data, args.report, args.checkpoint, tuple(args.bitrates),
+                          args.limit, args.probe_data, not args.no_baselines, not args.quiet)
+    print(f"report: {path}")
+
+
+def cmd_units_fit(args):
+    from .units import fit_units_for_corpus
+
+    units = fit_units_for_corpus(args.data, args.out, k=args.k, max_items=args.max_items)
+    print(f"units: {args.out} ({units.k} units)")
+
+
+def cmd_units_encode(args):
+    from .units import encode_corpus
+
+    print(f"wrote {args.out}: {encode_corpus(args.data, args.units, args.out)} items")
+
+
+def cmd_units_abx(args):
+    from .data import read_manifest
+    from .units import Units, abx_score
+
+    rows = [r for r in read_manifest(args.data / "manifest.jsonl") if r["split"] != "train"]
+    result = abx_score(args.data, Units.load(args.units), rows[: args.max_items])
+    print(f"ABX-style word discrimination across held-out speakers ({result.triplets} triplets, "
+          f"{result.word_types} words, {result.speakers} speakers; 0.5 is chance):")
+    print(f"  units {result.units:.3f}  centroids {result.centroids:.3f}  "
+          f"teacher states {result.features:.3f}  states, position removed {result.normalized:.3f}")
+
+
+def _add_eval_and_units(top, add):
+    evaluate = top.add_parser("eval", help=f"measure a stage against peers (e.g. `{EXAMPLES['eval codec']}`)")
+    sub = evaluate.add_subparsers(dest="eval_command", metavar="SUBCOMMAND", required=True)
+    p = add(sub, "codec", "eval codec", cmd_eval_codec,
+            "codec quality at each bitrate beside Codec2, Opus and Speex on the same files")
+    p.add_argument("--data", required=True, type=Path, action="append",
+                   help="held-out set with manifest.jsonl (repeatable)")
+    p.add_argument("--report", required=True, type=Path, help="report folder")
+    p.add_argument("--checkpoint", type=Path, help="codec model or run folder (default: shipped)")
+    p.add_argument("--bitrates", type=float, nargs="+", default=[0.5, 1.0, 1.5], help="kbps")
+    p.add_argument("--limit", type=int, default=30, help="files per set")
+    p.add_argument("--probe-data", type=Path, help="corpus with word timings for the codebook probe")
+    p.add_argument("--no-baselines", action="store_true", help="only our codec")
+    p.add_argument("--quiet", action="store_true")
+
+    units = top.add_parser("units", help=f"GSLM-style k-means units (e.g. `{EXAMPLES['units fit']}`)")
+    sub = units.add_subparsers(dest="units_command", metavar="SUBCOMMAND", required=True)
+    p = add(sub, "fit", "units fit", cmd_units_fit, "fit k-means units on teacher features")
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--k", type=int, default=100)
+    p.add_argument("--max-items", type=int, default=2000)
+    p = add(sub, "abx", "units abx", cmd_units_abx,
+            "ABX-style word discrimination of units against teacher states, held-out speakers")
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--units", required=True, type=Path)
+    p.add_argument("--max-items", type=int, default=300)
+    p = add(sub, "encode", "units encode", cmd_units_encode, "deduplicated units for every item")
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--units", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
 
 
 def _add_codec(top, add):
@@ -181,6 +267,13 @@ def _add_codec(top, add):
             "cache Whisper tiny.en encoder states for a corpus (resumable)")
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--threads", type=int, default=2)
+
+    p = add(sub, "export", "codec export", cmd_codec_export,
+            "a run's weights as a small inference file (fp16, or int8 matrices)")
+    p.add_argument("run", type=Path, help="run folder or model file")
+    p.add_argument("output", type=Path)
+    p.add_argument("--int8", action="store_true", help="int8 weight matrices with per-row scales")
+    p.add_argument("--curve", type=Path, help="also plot the run's training curve to this PNG")
 
     for name, func, help in (("encode", cmd_codec_encode, "audio file to codes (.npy int16 [K, T])"),
                              ("decode", cmd_codec_decode, "codes (.npy) to a wav file"),
@@ -264,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-seconds", type=float, default=3600.0, help="reject longer files")
 
     _add_codec(top, add)
+    _add_eval_and_units(top, add)
 
     p = add(top, "demo", "demo", cmd_demo, "the main job: synthesize a short spoken dialogue")
     p.add_argument("--out", type=Path, default=Path("voxlm-demo"))

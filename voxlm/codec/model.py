@@ -16,9 +16,11 @@ frame of `hop` = 1280 samples (80 ms) and gives [1, K, 1] codes; `decode` gives 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..audio import SAMPLE_RATE
@@ -88,8 +90,17 @@ class ConvNeXtBlock(StreamingModule):
         self.scale = nn.Parameter(torch.full((channels,), 0.1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_streaming:
+            return self.step(x.transpose(1, 2)).transpose(1, 2)
         y = self.ff(self.norm(self.dwconv(x).transpose(1, 2)))  # [B, T, C]
         return x + (y * self.scale).transpose(1, 2)
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, C] -> [B, T, C], streaming
+        norm, ff_in, ff_out = self.norm, self.ff[0], self.ff[2]
+        y = F.layer_norm(self.dwconv.step(x), norm.normalized_shape, norm.weight, norm.bias,
+                         norm.eps)
+        y = F.linear(F.gelu(F.linear(y, ff_in.weight, ff_in.bias)), ff_out.weight, ff_out.bias)
+        return torch.addcmul(x, y, self.scale)  # x + y * scale
 
 
 def _stage(channels: int, blocks: int, config: CodecConfig) -> list:
@@ -113,10 +124,21 @@ class Encoder(StreamingModule):
         self.out = nn.Conv1d(c[-1], config.latent_dim, 1)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        if self.is_streaming:
+            return self.step(audio).transpose(1, 2)
         x = self.convs(self.stft(audio))  # [B, C, T]
         if self.transformer is not None:
             x = x + self.transformer(x.transpose(1, 2)).transpose(1, 2)
         return self.out(x)
+
+    def step(self, audio: torch.Tensor) -> torch.Tensor:
+        """Streaming, channels-last: audio [B, 1, N] -> latents [B, N / hop, D]."""
+        x = self.stft.step(audio[:, 0])  # [B, T100, F]
+        for layer in self.convs:
+            x = layer.step(x)  # [B, T, C]
+        if self.transformer is not None:
+            x = x + self.transformer(x)
+        return F.linear(x, self.out.weight[:, :, 0], self.out.bias)
 
 
 class Decoder(StreamingModule):
@@ -137,12 +159,52 @@ class Decoder(StreamingModule):
         self.istft = CausalISTFT(N_FFT, STFT_HOP)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        if self.is_streaming:
+            return self.step(latents.transpose(1, 2))
         x = self.inp(latents)
         if self.transformer is not None:
             x = x + self.transformer(x.transpose(1, 2)).transpose(1, 2)
         log_magnitude, phase = self.head(self.convs(x)).float().chunk(2, dim=1)  # [B, 321, T100]
         magnitude = torch.exp(log_magnitude.clamp(max=6.0))
         return self.istft(torch.polar(magnitude, phase))
+
+    def step(self, latents: torch.Tensor) -> torch.Tensor:
+        """Streaming, channels-last: latents [B, T, D] -> audio [B, 1, T * hop]."""
+        x = F.linear(latents, self.inp.weight[:, :, 0], self.inp.bias)  # [B, T, C]
+        if self.transformer is not None:
+            x = x + self.transformer(x)
+        for layer in self.convs:
+            x = layer.step(x)
+        x = F.linear(x, self.head.weight[:, :, 0], self.head.bias).float()  # [B, T100, 2F]
+        log_magnitude, phase = x.chunk(2, dim=-1)
+        magnitude = torch.exp(log_magnitude.clamp(max=6.0))
+        return self.istft.step(torch.polar(magnitude, phase))[:, None]
+
+
+class _PlainCpuKernels:
+    """oneDNN off while streaming calls run: on a frame's few rows its GELU costs ~10 us of
+    setup where the plain kernel takes ~3 us (the streaming steps call no convolution, where
+    oneDNN pays off). The switch is global to the process: other threads' convolutions meanwhile
+    take the plain kernels, and the setting comes back when the last such call ends."""
+
+    def __init__(self):
+        self.lock, self.depth, self.saved = threading.Lock(), 0, True
+
+    def __enter__(self):
+        with self.lock:
+            if self.depth == 0:
+                self.saved = torch.backends.mkldnn.enabled
+                torch.backends.mkldnn.enabled = False
+            self.depth += 1
+
+    def __exit__(self, *exc):
+        with self.lock:
+            self.depth -= 1
+            if self.depth == 0:
+                torch.backends.mkldnn.enabled = self.saved
+
+
+_plain_cpu_kernels = _PlainCpuKernels()
 
 
 @dataclass
@@ -168,14 +230,20 @@ class Codec(StreamingModule):
         semantic = self.distill(result.semantic).transpose(1, 2)
         return CodecOutput(self.decoder(result.quantized), result, semantic)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def encode(self, audio: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
         """audio [B, 1, N] -> codes [B, K, N // hop]; streaming: one or more whole frames."""
-        return self.quantizer(self.encoder(audio), n_q).codes
+        if self.is_streaming:  # channels-last from the audio to the codes
+            with _plain_cpu_kernels:
+                return self.quantizer.encode_step(self.encoder.step(audio), n_q)
+        return self.quantizer.encode(self.encoder(audio), n_q)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, K, T] (K <= n_q) -> audio [B, 1, T * hop]."""
+        if self.is_streaming:
+            with _plain_cpu_kernels:
+                return self.decoder.step(self.quantizer.decode_step(codes))
         return self.decoder(self.quantizer.decode(codes))
 
     def num_parameters(self) -> int:

@@ -14,6 +14,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ..modules.streaming import StreamingModule
+
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -62,10 +64,20 @@ class Codebook(nn.Module):
         self.register_buffer("usage", torch.zeros(size))  # EMA count of vectors per code
         self.register_buffer("idle", torch.zeros(size))  # steps since each code was last used
         self.register_buffer("initialized", torch.tensor(False))
+        self._norms = (None, None)  # (version of embed, its squared norms) in eval mode
+
+    def squared_norms(self) -> torch.Tensor:  # [size] |e|^2, kept between calls in eval mode
+        if self.training:
+            return self.embed.pow(2).sum(-1)
+        version = (self.embed.data_ptr(), self.embed._version, self.embed.dtype)
+        if self._norms[0] != version:  # embed was replaced or written since
+            with torch.inference_mode(False), torch.no_grad():
+                self._norms = (version, self.embed.pow(2).sum(-1))
+        return self._norms[1]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:  # [N, D] -> [N]
         # |x - e|^2 = |x|^2 - 2 x.e + |e|^2; |x|^2 does not change the argmin
-        distances = torch.addmm(self.embed.pow(2).sum(-1), x, self.embed.t(), alpha=-2)
+        distances = torch.addmm(self.squared_norms(), x, self.embed.t(), alpha=-2)
         return distances.argmin(-1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -160,9 +172,27 @@ class ResidualVQ(nn.Module):
         return out
 
 
-class SplitRVQ(nn.Module):
+@dataclass
+class CodeTables:
+    """What a streaming session of the quantizer reads every frame, made once at its start."""
+    in_weight: torch.Tensor  # [2 * Dc, D] semantic then acoustic input projections
+    in_bias: torch.Tensor  # [2 * Dc]
+    embeds: list  # n_q x [size, Dc]: semantic codebook, then the acoustic ones
+    embeds_t: list  # n_q x [Dc, size] the same, transposed views
+    norms: list  # n_q x [size] their squared norms
+    projected: torch.Tensor  # [n_q * size, D] every code through its output projection
+    offsets: torch.Tensor  # [n_q] row of each codebook's first code in `projected`
+    biases: torch.Tensor  # [2, D] output bias with the semantic codebook alone, with both
+    batch_size: int
+
+
+class SplitRVQ(StreamingModule):
     """Codebook 1 quantizes the latent alone (and is distilled from the semantic teacher);
-    codebooks 2..K quantize the same latent residually; their outputs are summed (Mimi)."""
+    codebooks 2..K quantize the same latent residually; their outputs are summed (Mimi).
+
+    `forward` is the training path; `encode` / `decode` the offline inference path, and
+    `encode_step` / `decode_step` the streaming one: channels-last, reading tables made at the
+    start of the stream (decoding is one lookup in the codes' output projections and a sum)."""
 
     def __init__(self, dim: int, n_q: int, size: int, codebook_dim: int, **codebook):
         super().__init__()
@@ -188,8 +218,64 @@ class SplitRVQ(nn.Module):
         return QuantizedResult(quantized, codes, sem_commit + ac_commit, semantic,
                                perplexity(codes, self.size))
 
+    def _codebooks(self) -> list:
+        return [*self.semantic.codebooks, *self.acoustic.codebooks]
+
+    def encode(self, z: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
+        """z [B, D, T] -> codes [B, K, T]: the codes of `forward` without its other outputs."""
+        if self.training:  # the full step, EMA updates included
+            return self(z, n_q).codes
+        n_q = self.n_q if n_q is None else n_q
+        batch, _, frames = z.shape
+        sem = self.semantic_in(z).transpose(1, 2).reshape(batch * frames, -1)  # [N, Dc]
+        residual = self.acoustic_in(z).transpose(1, 2).reshape(batch * frames, -1)
+        codes = [self.semantic.codebooks[0].encode(sem)]
+        for codebook in self.acoustic.codebooks[: n_q - 1]:
+            codes.append(codebook.encode(residual))
+            residual = residual - codebook.decode(codes[-1])
+        return torch.stack(codes, 1).view(batch, frames, n_q).transpose(1, 2).contiguous()
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:  # [B, K, T] -> [B, D, T]
         out = self.semantic_out(self.semantic.decode(codes[:, :1]))
         if codes.shape[1] > 1:
             out = out + self.acoustic_out(self.acoustic.decode(codes[:, 1:]))
         return out
+
+    @torch.no_grad()
+    def init_state(self, batch_size: int) -> CodeTables:
+        """The tables of a stream, from the weights as they are at its start."""
+        embeds = [codebook.embed for codebook in self._codebooks()]  # n_q x [size, Dc]
+        sem_out, ac_out = self.semantic_out.weight[:, :, 0], self.acoustic_out.weight[:, :, 0]
+        projected = torch.cat([F.linear(e, sem_out if k == 0 else ac_out)  # [size, D] each
+                               for k, e in enumerate(embeds)])
+        sem_bias = self.semantic_out.bias
+        return CodeTables(
+            in_weight=torch.cat([self.semantic_in.weight, self.acoustic_in.weight])[:, :, 0],
+            in_bias=torch.cat([self.semantic_in.bias, self.acoustic_in.bias]),
+            embeds=embeds, embeds_t=[e.t() for e in embeds],
+            norms=[e.pow(2).sum(-1) for e in embeds], projected=projected,
+            offsets=torch.arange(len(embeds), device=projected.device) * self.size,
+            biases=torch.stack([sem_bias, sem_bias + self.acoustic_out.bias]),
+            batch_size=batch_size)
+
+    def encode_step(self, z: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
+        """Streaming: z [B, T, D] (channels-last) -> codes [B, K, T]; the same as `encode`."""
+        n_q = self.n_q if n_q is None else n_q
+        tables, (batch, frames, _) = self.state, z.shape
+        x = F.linear(z.reshape(batch * frames, z.shape[-1]), tables.in_weight, tables.in_bias)
+        sem, residual = x.chunk(2, dim=-1)  # [N, Dc] each
+        codes = []
+        for k in range(n_q):
+            # the distances of Codebook.encode; the semantic codebook sees its own input
+            distances = torch.addmm(tables.norms[k], sem if k == 0 else residual,
+                                    tables.embeds_t[k], alpha=-2)  # [N, size]
+            codes.append(distances.argmin(-1))  # [N]
+            if 0 < k < n_q - 1:
+                residual = residual - tables.embeds[k].index_select(0, codes[-1])
+        return torch.stack(codes, 1).view(batch, frames, n_q).transpose(1, 2).contiguous()
+
+    def decode_step(self, codes: torch.Tensor) -> torch.Tensor:
+        """Streaming: codes [B, K, T] -> quantized latents [B, T, D] (channels-last)."""
+        tables, n_q = self.state, codes.shape[1]
+        rows = codes.transpose(1, 2) + tables.offsets[:n_q]  # [B, T, K] rows of `projected`
+        return F.embedding(rows, tables.projected).sum(2) + tables.biases[min(n_q, 2) - 1]

@@ -221,7 +221,7 @@ class CodecTask:
 TRAINING_ONLY = ("embed_sum", "usage", "idle")  # quantizer statistics inference does not need
 
 
-def export_codec(codec: Codec, path, dtype=None) -> Path:
+def export_codec(codec: Codec, path, dtype=None, int8: bool = False) -> Path:
     """Inference weights: the EMA statistics used only by training are left out."""
     state = {k: v for k, v in codec.state_dict().items() if not k.endswith(TRAINING_ONLY)}
-    return save_model(path, "codec", codec.config, state, dtype=dtype)
+    return save_model(path, "codec", codec.config, state, dtype=dtype, int8=int8)

@@ -2,6 +2,12 @@
 
 Offline, a causal layer pads its input on the left; streaming, it keeps those past samples
 from the previous call instead, so chunked and offline outputs are the same numbers.
+
+Streaming runs channels-last: `step(x [B, T, C])` is the streaming path of each layer (the
+codec chains steps without transposes), and `forward(x [B, C, T])` inside a streaming scope
+calls it. At a few frames per call the cost is per operation, so the steps use fewer, cheaper
+operations than the offline path (a depthwise conv as unfold, multiply, sum; a 1x1 or strided
+conv as one matmul) and give the same numbers up to float rounding.
 """
 from __future__ import annotations
 
@@ -16,8 +22,9 @@ from .streaming import StreamingModule
 
 @dataclass
 class PastSamples:
-    past: torch.Tensor  # [B, C, P] inputs kept for the next call
+    past: torch.Tensor  # [B, P, C] inputs kept for the next call (channels-last)
     batch_size: int
+    kernel: torch.Tensor | None = None  # a layer's weights laid out for its streaming step
 
 
 class _CausalWindow(StreamingModule):
@@ -30,17 +37,27 @@ class _CausalWindow(StreamingModule):
         self.pad = span - stride
 
     def init_state(self, batch_size: int):
-        past = torch.zeros(batch_size, self.channels, self.pad)
-        return PastSamples(past, batch_size)
+        return PastSamples(torch.zeros(batch_size, self.pad, self.channels), batch_size)
 
     def _windowed_input(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, C, T] -> the input to run the unpadded operator on."""
-        if not self.is_streaming:
-            return F.pad(x, (self.pad, 0))
-        x = torch.cat([self.state.past.to(x), x], dim=-1)
-        n_out = (x.shape[-1] - self.span) // self.stride + 1 if x.shape[-1] >= self.span else 0
-        self.state.past = x[..., n_out * self.stride:]
-        return x[..., : (n_out - 1) * self.stride + self.span] if n_out else x[..., :0]
+        """Offline: x [B, C, T] -> x padded on the left, the input of the unpadded operator."""
+        return F.pad(x, (self.pad, 0))
+
+    def _windowed_step(self, x: torch.Tensor) -> torch.Tensor:
+        """Streaming: x [B, T, C] -> the past and x [B, L, C] cut to whole windows (L may be
+        below `span`: no output yet); what the next windows need is kept for the next call."""
+        past = self.state.past
+        if past.shape[1]:
+            x = torch.cat([past.to(x), x], dim=1)
+        length = x.shape[1]
+        n_out = (length - self.span) // self.stride + 1 if length >= self.span else 0
+        if n_out * self.stride != length:
+            left = x[:, n_out * self.stride:]
+            self.state.past = left if past.shape[1] else left.clone()  # never a view of the input
+        elif past.shape[1]:  # nothing left over: an empty past (pad 0, whole strides)
+            self.state.past = past[:, :0]
+        end = (n_out - 1) * self.stride + self.span if n_out else 0
+        return x if end == length else x[:, :end]
 
 
 class CausalConv1d(_CausalWindow):
@@ -51,12 +68,42 @@ class CausalConv1d(_CausalWindow):
         super().__init__(in_channels, (kernel_size - 1) * dilation + 1, stride)
         self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride,
                               dilation=dilation, groups=groups, bias=bias)
+        self.depthwise = groups == in_channels == out_channels and groups > 1
+
+    def init_state(self, batch_size: int):
+        state = super().init_state(batch_size)
+        if self.depthwise:  # taps channels-last, [k, C]: the weights as read at the stream start
+            state.kernel = self.conv.weight.detach()[:, 0].t().contiguous()
+        return state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, Cin, T] -> [B, Cout, T // stride]
+        if self.is_streaming:
+            return self.step(x.transpose(1, 2)).transpose(1, 2)
         x = self._windowed_input(x)
         if x.shape[-1] < self.span:
             return x.new_zeros(x.shape[0], self.conv.out_channels, 0)
         return self.conv(x)
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, Cin] -> [B, T', Cout], streaming
+        x = self._windowed_step(x)
+        conv = self.conv
+        weight, bias, dilation = conv.weight, conv.bias, conv.dilation[0]  # [Cout, Cin/g, k]
+        if x.shape[1] < self.span:
+            return x.new_zeros(x.shape[0], 0, conv.out_channels)
+        if conv.groups == 1 and self.span == 1:  # pointwise: one matmul
+            return F.linear(x, weight[:, :, 0], bias)
+        if self.depthwise:  # sum over the taps of window * kernel, channels innermost
+            kernel = weight[:, 0].t() if torch.is_grad_enabled() else self.state.kernel  # [k, C]
+            if x.shape[1] == self.span:  # one output: the input is its window
+                windows = x[:, None, ::dilation]  # [B, 1, k, C]
+            else:
+                windows = x.unfold(1, self.span, self.stride).transpose(2, 3)[:, :, ::dilation]
+            y = (windows * kernel).sum(2)  # [B, T', C]
+            return y if bias is None else y + bias
+        if conv.groups == 1:  # [B, T', Cin * k] @ [Cin * k, Cout]
+            windows = x.unfold(1, self.span, self.stride)[..., ::dilation]  # [B, T', Cin, k]
+            return F.linear(windows.flatten(2), weight.flatten(1), bias)
+        return conv(x.transpose(1, 2)).transpose(1, 2)  # other groupings: the plain conv
 
 
 class Upsample(nn.Module):
@@ -69,6 +116,14 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, Cin, T] -> [B, Cout, T * stride]
         return self.conv(x)
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, Cin] -> [B, T * stride, Cout]
+        batch, frames, _ = x.shape
+        weight, bias = self.conv.weight, self.conv.bias  # [Cin, Cout, k], [Cout]
+        _, out_channels, k = weight.shape
+        y = torch.matmul(x, weight.flatten(1)).view(batch, frames, out_channels, k)
+        y = (y + bias[:, None]).transpose(2, 3)  # [B, T, k, Cout]
+        return y.reshape(batch, frames * k, out_channels)
 
 
 def hann(n_fft: int) -> torch.Tensor:
@@ -86,12 +141,19 @@ class CausalSTFT(_CausalWindow):
         self.register_buffer("window", hann(n_fft), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._windowed_input(x)[:, 0]  # [B, L]
+        if self.is_streaming:
+            return self.step(x[:, 0]).transpose(1, 2)
+        return self._spectrum(self._windowed_input(x)[:, 0]).transpose(1, 2)
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:  # [B, N] -> [B, T, F], streaming
+        return self._spectrum(self._windowed_step(x[..., None])[..., 0])
+
+    def _spectrum(self, x: torch.Tensor) -> torch.Tensor:  # [B, L] -> [B, T, F]
         if x.shape[-1] < self.n_fft:
-            return x.new_zeros(x.shape[0], self.n_fft // 2 + 1, 0)
+            return x.new_zeros(x.shape[0], 0, self.n_fft // 2 + 1)
         frames = x.unfold(-1, self.n_fft, self.hop) * self.window  # [B, T, n_fft]
         magnitude = torch.fft.rfft(frames.float(), dim=-1).abs()
-        return torch.log(magnitude + 1e-5).transpose(1, 2)
+        return torch.log(magnitude + 1e-5)
 
 
 @dataclass
@@ -113,19 +175,38 @@ class CausalISTFT(StreamingModule):
         self.n_fft, self.hop = n_fft, hop
         self.register_buffer("window", hann(n_fft), persistent=False)
         self.gain = hop / self.window.sum().item()  # Hann at 75% overlap sums to n_fft / 2 / hop
+        self.register_buffer("synthesis", self.window * self.gain, persistent=False)
+        self._ola_index = (0, torch.zeros(0, dtype=torch.long))  # (frames, index) of the last call
 
     def init_state(self, batch_size: int):
         return OverlapTail(torch.zeros(batch_size, self.n_fft - self.hop), batch_size)
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        if self.is_streaming:
+            return self.step(spec.transpose(1, 2))[:, None]
         batch, _, frames = spec.shape
         keep = self.n_fft - self.hop
         chunks = torch.fft.irfft(spec, n=self.n_fft, dim=1) * self.window[:, None]  # [B, n_fft, T]
         length = (frames - 1) * self.hop + self.n_fft
         out = F.fold(chunks, (1, length), (1, self.n_fft), stride=(1, self.hop))[:, 0, 0] if frames \
             else chunks.new_zeros(batch, keep)
-        out = out * self.gain
-        if self.is_streaming:
-            out = torch.cat([out[:, :keep] + self.state.tail.to(out), out[:, keep:]], dim=-1)
-            self.state.tail = out[:, frames * self.hop:]
-        return out[:, None, : frames * self.hop]
+        return (out * self.gain)[:, None, : frames * self.hop]
+
+    def step(self, spec: torch.Tensor) -> torch.Tensor:  # [B, T, F] complex -> [B, T * hop]
+        batch, frames, _ = spec.shape
+        tail = self.state.tail
+        if not frames:
+            return tail.new_zeros(batch, 0)
+        chunks = torch.fft.irfft(spec, n=self.n_fft, dim=-1) * self.synthesis  # [B, T, n_fft]
+        # overlap-add onto the tail: chunk t lands on samples [t*hop, t*hop + n_fft)
+        out = F.pad(tail.to(chunks), (0, frames * self.hop))  # [B, (T - 1) * hop + n_fft]
+        out.index_add_(1, self._index(frames, chunks.device), chunks.view(batch, -1))
+        self.state.tail = out[:, frames * self.hop:]
+        return out[:, : frames * self.hop]
+
+    def _index(self, frames: int, device) -> torch.Tensor:
+        """[T * n_fft] where each sample of `frames` chunks lands in the overlap-add output."""
+        if self._ola_index[0] != frames or self._ola_index[1].device != device:
+            index = torch.arange(frames, device=device)[:, None] * self.hop
+            self._ola_index = (frames, (index + torch.arange(self.n_fft, device=device)).view(-1))
+        return self._ola_index[1]
