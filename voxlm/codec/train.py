@@ -24,7 +24,7 @@ from .discriminators import Discriminators
 from .losses import (MultiScaleMelLoss, discriminator_loss, distill_loss, feature_matching_loss,
                      generator_loss)
 from .model import Codec, CodecConfig
-from .teacher import TEACHER_RATE, cache_teacher_features, load_teacher_features
+from .teacher import TEACHER_DIM, TEACHER_RATE, cache_teacher_features, load_teacher_features
 
 
 @dataclass
@@ -44,13 +44,17 @@ class CodecTrainConfig:
     dropout_share: float = 0.5  # share of steps with a random number of codebooks
     grad_clip: float = 5.0
     max_items: int = 0  # 0: every training item
+    # Whisper's states carry absolute position strongly (about a third of their variance, which
+    # a causal codec on random crops cannot know): distil towards states with the mean state at
+    # each position removed (as `voxlm units` does), which leaves what is said
+    remove_teacher_position: bool = True
 
 
 class CodecData:
     """Training items in memory: int16 audio and teacher states pooled to the codec frame rate."""
 
     def __init__(self, corpus, config: CodecConfig, split: str = "train", max_items: int = 0,
-                 progress: bool = True):
+                 progress: bool = True, remove_teacher_position: bool = False):
         corpus = Path(corpus)
         manifest = corpus / "manifest.jsonl"
         if not manifest.exists():
@@ -65,12 +69,21 @@ class CodecData:
         self.hop = config.hop
         pool = int(TEACHER_RATE / config.frame_rate)  # 4 teacher states per codec frame
         self.audio, self.teacher = [], []
+        raw = {row["id"]: load_teacher_features(corpus, row["id"]) for row in rows}  # [T50, 384]
+        normalizer = None
+        if remove_teacher_position:
+            from ..units import Units, position_means
+
+            normalizer = Units(np.zeros((2, TEACHER_DIM), np.float32), *position_means(list(raw.values())))
         for row in tqdm(rows, desc="loading corpus", unit="item", disable=not progress):
             audio = load_audio(corpus / row["audio"])
             frames = len(audio) // self.hop
             if frames < 1:
                 continue
-            states = load_teacher_features(corpus, row["id"])[: frames * pool]
+            states = raw[row["id"]]
+            if normalizer is not None:
+                states = normalizer.normalize(states)
+            states = states[: frames * pool]
             states = np.pad(states, ((0, frames * pool - len(states)), (0, 0)))
             self.audio.append((np.clip(audio[: frames * self.hop], -1, 1) * 32767).astype(np.int16))
             self.teacher.append(states.reshape(frames, pool, -1).mean(1).astype(np.float16))
@@ -111,7 +124,8 @@ class CodecTask:
                              f"{dist.world} processes x {self.config.accum} microbatches",
                              "choose a batch size divisible by processes x accum")
         self.data = CodecData(self.corpus, self.model_config, max_items=self.config.max_items,
-                              progress=self.progress and dist.main)
+                              progress=self.progress and dist.main,
+                              remove_teacher_position=self.config.remove_teacher_position)
         self.codec.to(dist.device)
         self.discriminators.to(dist.device)
         self.modules = {"codec": self.codec, "discriminators": self.discriminators}

@@ -83,19 +83,34 @@ def run_codec_eval(data_dirs, report, checkpoint=None, bitrates=DEFAULT_KBPS, li
               "|---|" + "---|" * len(usage),
               "| perplexity | " + " | ".join(f"{p:.0f}" for p in usage) + " |", ""]
     if probe_data:
-        from .probe import codebook_probe
-
-        probe_rows = read_manifest(Path(probe_data) / "manifest.jsonl")
-        train = [r for r in probe_rows if r["split"] == "train"][:400]
-        held = [r for r in probe_rows if r["split"] != "train"][:200]
-        results = codebook_probe(codec, probe_data, train + held, progress=progress)
-        lines += ["## Semantic codebook probe", "",
-                  "Word identity from bags of one codebook's codes (first/middle/last third of "
-                  "each word), logistic regression trained on training speakers, tested on "
-                  "held-out speakers:", "", "| codebook | accuracy | chance | words | tokens train/test |",
-                  "|---|---|---|---|---|"]
-        for r in results:
-            lines.append(f"| {r.codebook} | {r.accuracy:.3f} | {r.chance:.3f} | {r.words} | "
-                         f"{r.train_tokens}/{r.test_tokens} |")
+        lines += probe_report(codec, Path(probe_data), progress)
     write_atomic(report / "report.md", "\n".join(lines) + "\n")
     return report / "report.md"
+
+
+def probe_report(codec, corpus: Path, progress: bool = True, train_items: int = 400,
+                 held_items: int = 200, units_k: int = 50) -> list:
+    """Markdown lines: the word probe and the unit probe for codebooks 1, 2 and 3."""
+    from .probe import codebook_probe, encode_rows, unit_probe
+    from ..units import fit_units_for_corpus
+
+    rows = read_manifest(corpus / "manifest.jsonl")
+    rows = ([r for r in rows if r["split"] == "train"][:train_items]
+            + [r for r in rows if r["split"] != "train"][:held_items])
+    codes = encode_rows(codec, corpus, rows, progress)
+    words = codebook_probe(codec, corpus, rows, codebooks=(1, 2, 3), all_codes=codes)
+    units = fit_units_for_corpus(corpus, corpus / f"probe_units_{units_k}.npz", k=units_k,
+                                 max_items=train_items, progress=False)
+    frames = unit_probe(codec, corpus, rows, codes, units, codebooks=(1, 2, 3))
+    lines = ["## Semantic codebook probe", "",
+             "Linear probes on one codebook at a time, trained on training speakers, tested on "
+             "held-out speakers. Word: identity of the 50 most frequent words (of 0.25 s or "
+             "more) from bags of codes of each third of the word. Unit: each frame's "
+             f"{units_k}-unit GSLM label (k-means of Whisper states) from the codes at t-1, t, t+1.",
+             "", "| probe | codebook | accuracy | chance | classes | tokens train/test |",
+             "|---|---|---|---|---|---|"]
+    for name, results in (("word", words), ("unit", frames)):
+        for r in results:
+            lines.append(f"| {name} | {r.codebook} | {r.accuracy:.3f} | {r.chance:.3f} | "
+                         f"{r.words} | {r.train_tokens}/{r.test_tokens} |")
+    return lines + [""]
