@@ -187,3 +187,4 @@ def test_cli_roundtrip_and_bad_input(tmp_path, engines):
         assert message in result.stderr and "Traceback" not in result.stderr
     result = run_cli("codec", "train", "--data", tmp_path, "--out", tmp_path / "run")
     assert result.returncode == 2 and "no manifest.jsonl" in result.stderr
+

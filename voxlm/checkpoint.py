@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .data import file_mode
 from .errors import VoxlmError
 
 FORMAT_VERSION = 1
@@ -89,6 +90,7 @@ def save_model(path, kind: str, config, state_dict: dict, dtype: torch.dtype | N
     temp = _atomic_target(path)
     try:
         save_file(tensors, str(temp), metadata=metadata)
+        os.chmod(temp, file_mode())
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
@@ -128,6 +130,7 @@ def save_torch_atomic(path, obj) -> Path:
     temp = _atomic_target(path)
     try:
         torch.save(obj, temp)
+        os.chmod(temp, file_mode())
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)

@@ -18,6 +18,13 @@ REQUIRED = {"id": str, "audio": str, "duration": (int, float), "text": str, "wor
 SPLITS = ("train", "valid", "test")
 
 
+def file_mode() -> int:
+    """The mode a plain `open(path, "w")` would give (mkstemp's own is 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_atomic(path, data: bytes | str) -> Path:
     """Write a file so that readers see the old content or the new, never a part."""
     path = Path(path)
@@ -28,6 +35,7 @@ def write_atomic(path, data: bytes | str) -> Path:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -263,6 +263,9 @@ def load_codec(path=None, device: str = "cpu") -> Codec:
     from ..checkpoint import load_model
     from ..errors import VoxlmError
 
+    if path is None and not default_codec_path().exists():
+        raise VoxlmError("this copy of voxlm has no shipped codec yet",
+                         "train one with recipes/codec.sh and pass --checkpoint runs/codec_base")
     path = Path(path) if path is not None else default_codec_path()
     if path.is_dir():
         path = path / "model.safetensors"
