@@ -125,6 +125,24 @@ def load_model(path, kind: str) -> tuple[dict, dict, dict]:
             json.loads(metadata.get("extra", "{}")))
 
 
+def load_into(module: torch.nn.Module, tensors: dict, path, optional=()) -> torch.nn.Module:
+    """Load `tensors` into `module`, naming any tensor whose shape differs from what the config
+    built, and any the file lacks (except names ending in one of `optional`)."""
+    state = module.state_dict()
+    for name, tensor in tensors.items():
+        if name not in state or state[name].shape != tensor.shape:
+            raise VoxlmError(f"{path}: tensor {name} has shape {tuple(tensor.shape)}, the config "
+                             f"expects {tuple(state[name].shape) if name in state else 'none'}",
+                             "the file does not match its config: export it again")
+        state[name] = tensor.to(state[name].dtype)
+    missing = [n for n in state if n not in tensors and not (optional and n.endswith(tuple(optional)))]
+    if missing:
+        raise VoxlmError(f"{path} lacks {len(missing)} tensors (e.g. {missing[0]})",
+                         "the file is incomplete: export it again")
+    module.load_state_dict(state)
+    return module
+
+
 def save_torch_atomic(path, obj) -> Path:
     path = Path(path)
     temp = _atomic_target(path)

@@ -260,7 +260,7 @@ def load_codec(path=None, device: str = "cpu") -> Codec:
     """A codec from a model file or a training run folder; the shipped default when None."""
     from pathlib import Path
 
-    from ..checkpoint import load_model
+    from ..checkpoint import load_into, load_model
     from ..errors import VoxlmError
 
     if path is None and not default_codec_path().exists():
@@ -276,17 +276,5 @@ def load_codec(path=None, device: str = "cpu") -> Codec:
     except TypeError as error:
         raise VoxlmError(f"{path} has a codec config this voxlm does not know ({error})",
                          "use the voxlm version that trained it") from None
-    state = codec.state_dict()
-    for name, tensor in tensors.items():
-        if name not in state or state[name].shape != tensor.shape:
-            raise VoxlmError(f"{path}: tensor {name} has shape {tuple(tensor.shape)}, the config "
-                             f"expects {tuple(state[name].shape) if name in state else 'none'}",
-                             "the file does not match its config: export it again")
-        state[name] = tensor.to(state[name].dtype)
-    missing = [n for n in state if n not in tensors
-               and not n.endswith(("embed_sum", "usage", "idle"))]
-    if missing:
-        raise VoxlmError(f"{path} lacks {len(missing)} tensors (e.g. {missing[0]})",
-                         "the file is incomplete: export it again")
-    codec.load_state_dict(state)
+    load_into(codec, tensors, path, optional=("embed_sum", "usage", "idle"))  # training-only
     return codec.to(device).eval()

@@ -218,7 +218,7 @@ def load_lm(path, device: str = "cpu") -> LM:
     """An LM rebuilt from the config stored in its model file, in eval mode."""
     from pathlib import Path
 
-    from ..checkpoint import load_model
+    from ..checkpoint import load_into, load_model
     from ..errors import VoxlmError
 
     path = Path(path)
@@ -230,16 +230,5 @@ def load_lm(path, device: str = "cpu") -> LM:
     except (TypeError, ValueError) as error:
         raise VoxlmError(f"{path} has an lm config this voxlm does not know ({error})",
                          "use the voxlm version that trained it") from None
-    state = lm.state_dict()
-    for name, tensor in tensors.items():
-        if name not in state or state[name].shape != tensor.shape:
-            raise VoxlmError(f"{path}: tensor {name} has shape {tuple(tensor.shape)}, the config "
-                             f"expects {tuple(state[name].shape) if name in state else 'none'}",
-                             "the file does not match its config: export it again")
-        state[name] = tensor.to(state[name].dtype)
-    missing = [name for name in state if name not in tensors]
-    if missing:
-        raise VoxlmError(f"{path} lacks {len(missing)} tensors (e.g. {missing[0]})",
-                         "the file is incomplete: export it again")
-    lm.load_state_dict(state)
+    load_into(lm, tensors, path)
     return lm.to(device).eval()
