@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import SAMPLE_RATE, load_audio
+from ..data import write_atomic
 from ..errors import VoxlmError
 
 TEACHER_RATE = 50.0  # Hz: Whisper's encoder halves its 100 Hz mel frames
@@ -87,7 +88,6 @@ def cache_teacher_features(corpus, rows, threads: int = 1, progress: bool = True
         states = teacher.features(audio).astype(np.float16)
         buffer = io.BytesIO()
         np.save(buffer, states)
-        from ..data import write_atomic
         write_atomic(cache_path(corpus, row["id"]), buffer.getvalue())
     return len(todo)
 
