@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..modules.streaming import StreamingModule
-from ..modules.transformer import Transformer
+from ..modules.transformer import BlockConfig, Transformer
 
 # Text ids reserved at the start of the text vocabulary (a tokenizer's own ids follow them).
 TEXT_PAD_ID = 0  # no text at this frame (between words, silence): predicted like any token
@@ -62,6 +62,13 @@ class LMConfig:
     text_card: int = 32000  # text vocabulary size, reserved ids included
     user_audio: bool = True  # a user audio input stream (full duplex)
     acoustic_delay: int = 1  # frames by which codebooks 2..n_q lag codebook 1 in the layout
+    # temporal layers laid out like a pretrained text LM's (`warmstart.py`); defaults: voxlm's
+    temporal_block: BlockConfig = field(default_factory=BlockConfig)
+    text_scale: float = 1.0  # the text embedding is multiplied by this (Gemma: sqrt(dim))
+
+    def __post_init__(self):
+        if isinstance(self.temporal_block, dict):  # as stored in a checkpoint's JSON
+            self.temporal_block = BlockConfig(**self.temporal_block)
 
     @property
     def n_streams(self) -> int:  # S, rows of `tokens`
@@ -116,7 +123,8 @@ class LM(StreamingModule):
             nn.init.normal_(weight, std=1 / math.sqrt(c.n_streams))
         self.register_buffer("audio_offsets", torch.arange(n_audio) * (c.card + 1),
                              persistent=False)  # [A]: row of each stream's table in the stack
-        self.temporal = Transformer(c.dim, c.layers, c.heads, c.context, c.ff_mult)
+        self.temporal = Transformer(c.dim, c.layers, c.heads, c.context, c.ff_mult,
+                                    options=c.temporal_block)
         # depth: shared input projection, per-position input embeddings and output heads
         self.depth_in = nn.Linear(c.dim, c.depth_dim, bias=False)
         self.depth_text_emb = nn.Embedding(c.text_card + 1, c.depth_dim)  # input of position 1
@@ -136,7 +144,10 @@ class LM(StreamingModule):
         audio = (tokens[:, 1:] + self.audio_offsets[:, None]).transpose(1, 2)  # [B, T, A]
         table = self.audio_emb.view(-1, self.config.dim)  # [A * (card+1), D]
         x = F.embedding_bag(audio.reshape(-1, streams - 1), table, mode="sum")  # [B*T, D]
-        return x.view(batch, length, -1) + self.text_emb(tokens[:, 0])
+        text = self.text_emb(tokens[:, 0])  # [B, T, D]
+        if self.config.text_scale != 1.0:
+            text = text * self.config.text_scale
+        return x.view(batch, length, -1) + text
 
     def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [B, S, T] -> h [B, T, dim]; streams through the KV cache when streaming."""

@@ -5,10 +5,15 @@ keys and values in a preallocated ring buffer, so both paths give the same numbe
 x [B, T, D] -> [B, T, D]. At batch 1 on a CPU a step costs its weight bytes plus a few
 microseconds per operation, so the one-frame path is lean: fused qkv, rope on q and k at once
 from cached tables, no mask, no re-allocation.
+
+`BlockConfig` holds the options a pretrained text LM's layers need to load exactly (Llama,
+Qwen 3, Gemma 3: grouped-query attention, q/k norms, sandwich norms, GeGLU, sliding-window
+layers with their own rope base); its defaults are voxlm's own block.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +48,30 @@ def rope(x: torch.Tensor, positions: torch.Tensor, base: float = 10_000.0) -> to
     return out.to(x.dtype)
 
 
+@dataclass
+class BlockConfig:
+    """Block options beyond width and heads. Defaults: voxlm's block (SwiGLU, pre-norms only)."""
+    head_dim: int = 0  # per attention head; 0: dim // heads
+    kv_heads: int = 0  # key/value heads, grouped-query attention when < heads; 0: heads
+    ff_dim: int = 0  # gated MLP hidden width; 0: ff_mult * dim
+    activation: str = "silu"  # gate activation: silu (SwiGLU) or gelu_tanh (GeGLU, Gemma)
+    qk_norm: bool = False  # RMSNorm over each query and key head before rope (Qwen 3, Gemma 3)
+    post_norms: bool = False  # RMSNorm on attention and MLP outputs before the residual (Gemma)
+    norm_eps: float = 1e-6
+    attn_scale: float = 0.0  # softmax scale of q.k; 0: 1 / sqrt(head_dim)
+    rope_base: float = 10_000.0  # rope base of global layers
+    sliding_window: int = 0  # local layers attend to this many last positions; 0: none local
+    global_every: int = 0  # with a window, layers n-1, 2n-1, ... stay global (Gemma 3: 6); 0: none
+    local_rope_base: float = 10_000.0  # rope base of local layers (Gemma 3: 10k, global 1M)
+
+    def is_local(self, layer: int) -> bool:
+        every = self.global_every
+        return self.sliding_window > 0 and not (every and (layer + 1) % every == 0)
+
+
+ACTIVATIONS = {"silu": F.silu, "gelu_tanh": partial(F.gelu, approximate="tanh")}
+
+
 def rope_table(length: int, head_dim: int, device, base: float = 10_000.0) -> tuple:
     """cos and signed sin for positions 0..length-1, each [length, 1, 1, Dh] float32, laid out
     so that `apply_rope` gives the numbers of `rope` (halves, not interleaved pairs)."""
@@ -70,12 +99,23 @@ class KVCache:
 
 
 class Attention(StreamingModule):
-    def __init__(self, dim: int, heads: int, context: int, rope: bool = True):
+    """Causal self-attention over the last `context` positions. `kv_heads` < `heads`: grouped
+    queries share key/value heads; `qk_norm`: RMSNorm over each query and key head."""
+
+    def __init__(self, dim: int, heads: int, context: int, rope: bool = True, kv_heads: int = 0,
+                 head_dim: int = 0, qk_norm: bool = False, rope_base: float = 10_000.0,
+                 scale: float = 0.0, eps: float = 1e-6):
         super().__init__()
-        assert dim % heads == 0
-        self.heads, self.context, self.rope = heads, context, rope
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.out = nn.Linear(dim, dim, bias=False)
+        assert head_dim or dim % heads == 0
+        kv_heads, head_dim = kv_heads or heads, head_dim or dim // heads
+        assert heads % kv_heads == 0, f"{heads} query heads cannot share {kv_heads} kv heads"
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
+        self.context, self.rope, self.rope_base = context, rope, rope_base
+        self.scale = scale or None  # None: SDPA's 1 / sqrt(head_dim)
+        self.qkv = nn.Linear(dim, (heads + 2 * kv_heads) * head_dim, bias=False)  # [q; k; v]
+        self.out = nn.Linear(heads * head_dim, dim, bias=False)
+        self.q_norm = RMSNorm(head_dim, eps) if qk_norm else None
+        self.k_norm = RMSNorm(head_dim, eps) if qk_norm else None
         self._rope = None  # (cos, sin) from rope_table, grown on demand; not in the state dict
 
     def init_state(self, batch_size: int):
@@ -84,29 +124,39 @@ class Attention(StreamingModule):
     def rope_tables(self, length: int, device) -> tuple:
         if self._rope is None or self._rope[0].shape[0] < length or self._rope[0].device != device:
             size = max(length, 2 * self._rope[0].shape[0] if self._rope is not None else 64)
-            self._rope = rope_table(size, self.out.in_features // self.heads, device)
+            self._rope = rope_table(size, self.head_dim, device, self.rope_base)
         return self._rope
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, length, dim = x.shape
-        qkv = self.qkv(x).view(batch, length, 3, self.heads, -1)  # [B, T, 3, H, Dh]
+        batch, length, _ = x.shape
+        heads, kv_heads = self.heads, self.kv_heads
+        qkv = self.qkv(x).view(batch, length, heads + 2 * kv_heads, -1)  # [B, T, H + 2 Hkv, Dh]
         start = self.state.offset if self.is_streaming else 0
-        qk = qkv[:, :, :2]
-        if self.rope:
+        qk = qkv[:, :, :heads + kv_heads]
+        if self.q_norm is not None:
+            qk = torch.cat([self.q_norm(qk[:, :, :heads]), self.k_norm(qk[:, :, heads:])], 2)
+        if self.rope:  # q and k at once: [B, T, 1, H + Hkv, Dh]
             cos, sin = self.rope_tables(start + length, x.device)
-            qk = apply_rope(qk, cos[start:start + length], sin[start:start + length])
-        q, k = qk.transpose(1, 3).unbind(2)  # [B, H, T, Dh] each
-        v = qkv[:, :, 2].transpose(1, 2)
+            qk = apply_rope(qk[:, :, None], cos[start:start + length], sin[start:start + length])
+            qk = qk[:, :, 0]
+        q = qk[:, :, :heads].transpose(1, 2)  # [B, H, T, Dh]
+        k = qk[:, :, heads:].transpose(1, 2)  # [B, Hkv, T, Dh]
+        v = qkv[:, :, heads + kv_heads:].transpose(1, 2)
         if self.is_streaming:
             y = self._cached(q, k, v, start, length)
         elif length <= self.context:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y = self._attend(q, k, v, is_causal=True)
         else:
             positions = torch.arange(length, device=x.device)
             distance = positions[:, None] - positions[None, :]  # [T, T]
             mask = (distance >= 0) & (distance < self.context)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, T, Dh]
-        return self.out(y.transpose(1, 2).reshape(batch, length, dim))
+            y = self._attend(q, k, v, attn_mask=mask)  # [B, H, T, Dh]
+        return self.out(y.transpose(1, 2).reshape(batch, length, heads * self.head_dim))
+
+    def _attend(self, q, k, v, **mask) -> torch.Tensor:
+        """SDPA, q [B, H, T, Dh], k and v [B, Hkv, L, Dh] -> [B, H, T, Dh]."""
+        return F.scaled_dot_product_attention(q, k, v, scale=self.scale,
+                                              enable_gqa=self.kv_heads != self.heads, **mask)
 
     def _cached(self, q, k, v, start: int, length: int) -> torch.Tensor:
         """Attention over the ring buffer plus the new keys, then store them. [B, H, T, Dh]."""
@@ -120,9 +170,8 @@ class Attention(StreamingModule):
             state.keys.select(2, slot).copy_(k.select(2, 0))
             state.values.select(2, slot).copy_(v.select(2, 0))
             if start + 1 < context:
-                return F.scaled_dot_product_attention(q, state.keys[:, :, :start + 1],
-                                                      state.values[:, :, :start + 1])
-            return F.scaled_dot_product_attention(q, state.keys, state.values)
+                return self._attend(q, state.keys[:, :, :start + 1], state.values[:, :, :start + 1])
+            return self._attend(q, state.keys, state.values)
         past = min(start, context)  # stored positions start - past .. start - 1, in order:
         shift = start % context if start >= context else 0
         keys = torch.cat([state.keys.roll(-shift, 2)[:, :, :past], k], dim=2)
@@ -131,7 +180,7 @@ class Attention(StreamingModule):
         key_positions = torch.arange(start - past, start + length, device=q.device)
         distance = positions[:, None] - key_positions[None, :]  # [T, L]
         mask = (distance >= 0) & (distance < context)
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        y = self._attend(q, keys, values, attn_mask=mask)
         kept = min(length, context)
         slots = torch.arange(start + length - kept, start + length, device=q.device) % context
         state.keys[:, :, slots] = k[:, :, length - kept:]
@@ -140,30 +189,47 @@ class Attention(StreamingModule):
 
 
 class Block(StreamingModule):
-    def __init__(self, dim: int, heads: int, context: int, ff_mult: int = 4, rope: bool = True):
+    """Pre-norm attention and gated MLP; with `post_norms` each output is normed again before
+    the residual add (Gemma). x [B, T, D] -> [B, T, D]."""
+
+    def __init__(self, dim: int, heads: int, context: int, ff_mult: int = 4, rope: bool = True,
+                 options: BlockConfig | None = None, local: bool = False):
         super().__init__()
-        self.attn_norm, self.ff_norm = RMSNorm(dim), RMSNorm(dim)
-        self.attn = Attention(dim, heads, context, rope)
-        self.ff_in = nn.Linear(dim, 2 * ff_mult * dim, bias=False)  # SwiGLU: gate and value
-        self.ff_out = nn.Linear(ff_mult * dim, dim, bias=False)
+        o = options or BlockConfig()
+        self.attn_norm, self.ff_norm = RMSNorm(dim, o.norm_eps), RMSNorm(dim, o.norm_eps)
+        self.attn = Attention(dim, heads, min(context, o.sliding_window) if local else context,
+                              rope, o.kv_heads, o.head_dim, o.qk_norm,
+                              o.local_rope_base if local else o.rope_base, o.attn_scale, o.norm_eps)
+        hidden = o.ff_dim or ff_mult * dim
+        self.ff_in = nn.Linear(dim, 2 * hidden, bias=False)  # gated MLP: gate and value
+        self.ff_out = nn.Linear(hidden, dim, bias=False)
+        if o.activation not in ACTIVATIONS:
+            raise ValueError(f"activation {o.activation!r}: choose one of {sorted(ACTIVATIONS)}")
+        self.activation = ACTIVATIONS[o.activation]
+        self.attn_post_norm = RMSNorm(dim, o.norm_eps) if o.post_norms else None
+        self.ff_post_norm = RMSNorm(dim, o.norm_eps) if o.post_norms else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x))
+        y = self.attn(self.attn_norm(x))
+        x = x + (y if self.attn_post_norm is None else self.attn_post_norm(y))
         gate, value = self.ff_in(self.ff_norm(x)).chunk(2, dim=-1)
-        return x + self.ff_out(F.silu(gate) * value)
+        y = self.ff_out(self.activation(gate) * value)
+        return x + (y if self.ff_post_norm is None else self.ff_post_norm(y))
 
 
 class Transformer(StreamingModule):
     """A stack of causal blocks with a final norm. x [B, T, D] -> [B, T, D]. Without `rope`,
     positions are known only from the inputs (the LM's depth transformer: one table per position).
+    `options` (BlockConfig) sets the layout of every block and which layers are local.
     """
 
     def __init__(self, dim: int, layers: int, heads: int, context: int, ff_mult: int = 4,
-                 rope: bool = True):
+                 rope: bool = True, options: BlockConfig | None = None):
         super().__init__()
-        self.blocks = nn.ModuleList(Block(dim, heads, context, ff_mult, rope)
-                                    for _ in range(layers))
-        self.norm = RMSNorm(dim)
+        o = options or BlockConfig()
+        self.blocks = nn.ModuleList(Block(dim, heads, context, ff_mult, rope, o, o.is_local(i))
+                                    for i in range(layers))
+        self.norm = RMSNorm(dim, o.norm_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
