@@ -25,11 +25,16 @@ EXAMPLES = {
     "codec roundtrip": "voxlm codec roundtrip speech.wav out.wav --streaming --bitrate 1.5",
     "codec teacher": "voxlm codec teacher --data data/corpus",
     "codec export": "voxlm codec export runs/codec voxlm/assets/codec.safetensors --int8",
+    "lm tokenize": "voxlm lm tokenize --data data/corpus --out data/tokens --workers 2",
+    "lm train": "voxlm lm train --data data/tokens --out runs/lm --mode aligned --config base --steps 20000",
     "eval codec": "voxlm eval codec --data data/heldout --data data/realset --report reports/codec",
     "units fit": "voxlm units fit --data data/corpus --out units.npz --k 100",
     "units encode": "voxlm units encode --data data/corpus --units units.npz --out units.jsonl",
     "units abx": "voxlm units abx --data data/corpus --units units.npz",
 }
+
+
+LM_MODES = ("continuation", "interleave", "aligned", "duplex")  # lm.data.MODES, without torch
 
 
 def _csv(value: str) -> tuple:
@@ -176,6 +181,36 @@ def cmd_codec_roundtrip(args):
     print(f"wrote {args.output} at {kbps:g} kbps" + (" (frame by frame)" if args.streaming else ""))
 
 
+def cmd_lm_tokenize(args):
+    from .lm.tokenize_corpus import tokenize_corpus
+
+    result = tokenize_corpus(args.data, args.out, codec=args.codec, tokenizer=args.tokenizer,
+                             workers=args.workers, progress=not args.quiet)
+    print(f"tokens: {result.out}: {result.items} items ({result.encoded} encoded now), "
+          f"{result.frames} frames in {result.seconds:.1f} s")
+
+
+def cmd_lm_train(args):
+    from .lm.data import LayoutConfig
+    from .lm.model import lm_config
+    from .lm.train import LMTask, LMTrainConfig
+    from .train import TrainConfig, Trainer
+
+    layout = LayoutConfig(mode=args.mode, seq_len=args.seq_len, tts_share=args.tts_share,
+                          tts_delay=args.tts_delay, asr_delay=args.asr_delay)
+    config = LMTrainConfig(batch_size=args.batch_size, accum=args.accum, lr=args.lr,
+                           weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+                           layout=layout, warm_start=args.warm_start or "")
+    warmup = args.warmup if args.warmup is not None else min(500, args.steps // 10 + 1)
+    train = TrainConfig(steps=args.steps, save_every=args.save_every, log_every=args.log_every,
+                        seed=args.seed, threads=args.threads, warmup=warmup, bf16=args.bf16)
+    task = LMTask(args.data, lm_config(args.config), config, progress=not args.quiet)
+    trainer = Trainer(task, train, args.out, progress=not args.quiet)
+    trainer.run()
+    if trainer.dist.main:
+        print(f"lm: {args.out / 'model.safetensors'} after {trainer.step} steps")
+
+
 def cmd_eval_codec(args):
     from .eval.codec_suite import run_codec_eval
 
@@ -240,6 +275,55 @@ def _add_eval_and_units(top, add):
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--units", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
+
+
+def _add_lm(top, add):
+    lm = top.add_parser("lm", help=f"tokenize a corpus and train the speech-text LM "
+                                   f"(e.g. `{EXAMPLES['lm train']}`)")
+    sub = lm.add_subparsers(dest="lm_command", metavar="SUBCOMMAND", required=True)
+    p = add(sub, "tokenize", "lm tokenize", cmd_lm_tokenize,
+            "codec codes and text token ids of every corpus item, in parallel (resumable)")
+    p.add_argument("--data", required=True, type=Path, help="corpus folder with manifest.jsonl "
+                                                            "(monologues or dialogues)")
+    p.add_argument("--out", required=True, type=Path, help="tokens folder (resumes if it exists)")
+    p.add_argument("--codec", type=Path, help="codec model or run folder (default: shipped)")
+    p.add_argument("--tokenizer", type=Path,
+                   help="sentencepiece .model for the text (default: Gemma 3's, the warm-start model's)")
+    p.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add(sub, "train", "lm train", cmd_lm_train,
+            "train the LM (one process, or under torchrun for DDP); resumes from --out")
+    p.add_argument("--data", required=True, type=Path, help="tokens folder from `voxlm lm tokenize`")
+    p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, curve)")
+    p.add_argument("--mode", choices=LM_MODES, default="aligned",
+                   help="stream layout: speech only, SpiRit-LM interleaving, time-aligned text "
+                        "(TTS and ASR directions), or full duplex (dialogue corpora)")
+    p.add_argument("--config", choices=("tiny", "base"), default="base", help="model size")
+    p.add_argument("--steps", type=int, default=20000, help="total optimizer steps")
+    p.add_argument("--batch-size", type=int, default=16, help="global batch (sequences per step)")
+    p.add_argument("--accum", type=int, default=1, help="microbatches per step")
+    p.add_argument("--seq-len", type=int, default=0, help="frames per sequence (0: the context)")
+    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: steps/10, <= 500)")
+    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW decay of matrices")
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--tts-share", type=float, default=0.5,
+                   help="aligned: share of samples with text leading audio (the rest: ASR)")
+    p.add_argument("--tts-delay", type=int, default=25,
+                   help="aligned: frames audio lags text (25 = 2 s, Moshi's)")
+    p.add_argument("--asr-delay", type=int, default=25,
+                   help="aligned: frames text lags audio")
+    p.add_argument("--save-every", type=int, default=250, help="checkpoint every N steps")
+    p.add_argument("--log-every", type=int, default=10, help="log every N steps")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: default)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU (always on GPU)")
+    p.add_argument("--warm-start", metavar="gguf|PATH",
+                   help="initialise the temporal transformer from a text LM: gguf (the shipped "
+                        "Gemma 3 270M), a .gguf file or a Hugging Face folder; tokens must use "
+                        "its tokenizer")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_codec(top, add):
@@ -357,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-seconds", type=float, default=3600.0, help="reject longer files")
 
     _add_codec(top, add)
+    _add_lm(top, add)
     _add_eval_and_units(top, add)
 
     p = add(top, "demo", "demo", cmd_demo, "the main job: synthesize a short spoken dialogue")

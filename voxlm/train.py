@@ -142,11 +142,11 @@ class Trainer:
         if not self.state_path.exists():
             return False
         state = load_torch(self.state_path)
+        self.task.load_state(state.get("task", {}))  # first: it names a config mismatch
         for name, module in self.task.modules.items():
             unwrap(module).load_state_dict(state["modules"][name])
         for name, optimizer in self.task.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
-        self.task.load_state(state.get("task", {}))
         set_rng_state(state["rng"])
         self.step = state["step"]
         self._trim_metrics()

@@ -1,0 +1,183 @@
+"""LM training task for the shared loop (`voxlm.train.Trainer`).
+
+    voxlm lm train --data data/tokens --out runs/lm --mode aligned --config base
+    torchrun --nproc_per_node 2 -m voxlm lm train ...                      # DDP, the same batches
+
+AdamW with weight decay on matrices only (embeddings, projections, heads; not norms), gradient
+clipping, the shared cosine schedule. The loss is `model.lm_loss`'s: text cross-entropy plus the
+mean over codebooks of each codebook's cross-entropy, each averaged over the real targets of the
+whole global batch (not per process or microbatch), so any split over processes and
+microbatches gives the gradient of one process with the whole batch. Logged per step: loss,
+text_loss, audio_loss, semantic_loss (codebook 1), grad_norm, frames_per_s and tokens_per_s
+(frames x streams of the global batch, padding included, over the step's wall time with batch
+building). bf16 autocast comes from the Trainer (on by default on GPU).
+
+RUN/model.safetensors  the LM (save_lm; extra: mode, tokenizer, codec sha256)
+RUN/tokenizer.model    the text tokenizer of its text stream
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from ..errors import VoxlmError
+from ..train import no_sync, unwrap
+from .data import LayoutConfig, LMData, TokenShards, config_for_shards
+from .model import LM, LMConfig, LMOutput, save_lm
+
+
+@dataclass
+class LMTrainConfig:
+    batch_size: int = 16  # global batch (sequences), split over processes and microbatches
+    accum: int = 1  # microbatches per step
+    lr: float = 3e-4  # peak learning rate (the Trainer's schedule scales it)
+    weight_decay: float = 0.1  # on matrices only
+    betas: tuple = (0.9, 0.95)
+    grad_clip: float = 1.0
+    text_weight: float = 1.0  # weight of the text loss against the audio loss
+    semantic_weight: float = 1.0  # weight of codebook 1 against each other codebook (Moshi: 100)
+    layout: LayoutConfig = field(default_factory=LayoutConfig)
+    warm_start: str = ""  # "": random init; "gguf": the shipped Gemma 3 270M; else a GGUF/HF path
+
+
+def stream_losses(output: LMOutput, tokens: torch.Tensor) -> tuple:
+    """Summed cross-entropy and target counts per model stream: -> (sums [1 + n_q] float32,
+    counts [1 + n_q] float64), text first, then codebooks 1..n_q. Targets equal to the "not
+    started" ids are left out, as in `lm_loss`. tokens [B, S, T]."""
+    text_logits, audio_logits = output
+    text_card, n_q, card = text_logits.shape[-1], audio_logits.shape[1], audio_logits.shape[-1]
+    text = F.cross_entropy(text_logits[:, :-1].reshape(-1, text_card).float(),
+                           tokens[:, 0, 1:].reshape(-1), ignore_index=text_card, reduction="sum")
+    targets = tokens[:, 1:1 + n_q, 1:]  # [B, n_q, T-1]
+    losses = F.cross_entropy(audio_logits[:, :, :-1].reshape(-1, card).float(),
+                             targets.reshape(-1).clamp(max=card - 1), reduction="none")
+    valid = (targets != card).float()  # [B, n_q, T-1]
+    audio = (losses.view_as(valid) * valid).sum((0, 2))  # [n_q]
+    return torch.cat([text[None], audio]), target_counts(tokens, text_card, n_q, card)
+
+
+def target_counts(tokens: torch.Tensor, text_card: int, n_q: int, card: int) -> torch.Tensor:
+    """Real targets per model stream: [1 + n_q] float64, text first. tokens [B, S, T]."""
+    text = (tokens[:, 0, 1:] != text_card).sum()[None]
+    audio = (tokens[:, 1:1 + n_q, 1:] != card).sum((0, 2))
+    return torch.cat([text, audio]).double()
+
+
+class LMTask:
+    name = "lm"
+
+    def __init__(self, tokens_dir, model_config: LMConfig, config: LMTrainConfig,
+                 progress: bool = True):
+        self.shards = TokenShards(tokens_dir)  # errors on a bad folder before any process starts
+        self.model_config = config_for_shards(model_config, self.shards)
+        self.config, self.progress = config, progress
+
+    # ---- the interface the Trainer uses ----
+    def setup(self, dist_info, train_config):
+        """Called by the Trainer after seeding, so initial weights follow the seed."""
+        self.dist, self.train_config = dist_info, train_config
+        c = self.config
+        lm = self._warm_lm() if c.warm_start else LM(self.model_config)
+        self.data = LMData(self.shards, self.model_config, c.layout, c.batch_size,
+                           seed=train_config.seed)
+        if c.batch_size % (dist_info.world * c.accum):
+            raise VoxlmError(f"batch size {c.batch_size} does not split over {dist_info.world} "
+                             f"processes x {c.accum} microbatches",
+                             "choose a batch size divisible by processes x accum")
+        self.lm = lm.to(dist_info.device)
+        decay = [p for p in self.lm.parameters() if p.dim() >= 2]
+        plain = [p for p in self.lm.parameters() if p.dim() < 2]
+        self.modules = {"lm": self.lm}
+        self.optimizers = {"lm": torch.optim.AdamW(
+            [{"params": decay, "weight_decay": c.weight_decay},
+             {"params": plain, "weight_decay": 0.0}], lr=c.lr, betas=tuple(c.betas))}
+        self._began = None
+
+    def _warm_lm(self) -> LM:
+        from .warmstart import lm_config_for, read_text_lm, warm_start
+
+        source = None if self.config.warm_start == "gguf" else self.config.warm_start
+        text = read_text_lm(source)
+        if text.config.vocab != self.shards.vocab_size:
+            raise VoxlmError(f"the warm-start model has {text.config.vocab} text ids, the tokens "
+                             f"in {self.shards.folder} {self.shards.vocab_size}",
+                             "tokenize with the warm-start model's tokenizer (the default, Gemma 3)")
+        self.model_config = lm_config_for(text.config, self.model_config)
+        lm = LM(self.model_config)
+        warm_start(lm, text)
+        return lm
+
+    def wrap(self, dist_info):
+        if dist_info.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [dist_info.device.index] if dist_info.device.type == "cuda" else None
+            self.lm = DDP(self.lm, device_ids=ids, broadcast_buffers=False)
+            self.modules = {"lm": self.lm}
+
+    def unwrap(self):
+        self.lm = unwrap(self.lm)
+        self.modules = {"lm": self.lm}
+
+    def state(self) -> dict:
+        return {"model_config": asdict(self.model_config), "train_config": asdict(self.config),
+                "tokens": {k: self.shards.header[k]["sha256"] for k in ("codec", "tokenizer")}}
+
+    def load_state(self, state: dict):
+        saved = state.get("model_config")
+        if saved and saved != asdict(self.model_config):
+            raise VoxlmError("the run folder holds an LM with a different config",
+                             "pass the same --config and --data as before, or a new --out folder")
+
+    def export(self, out: Path):
+        header = self.shards.header
+        extra = {"mode": self.config.layout.mode, "tokenizer": header["tokenizer"],
+                 "codec_sha256": header["codec"]["sha256"], "frame_rate": header["frame_rate"]}
+        save_lm(Path(out) / "model.safetensors", unwrap(self.lm), extra=extra)
+        source, target = self.shards.folder / "tokenizer.model", Path(out) / "tokenizer.model"
+        if not target.exists() or target.read_bytes() != source.read_bytes():
+            from ..data import write_atomic
+
+            write_atomic(target, source.read_bytes())
+
+    def batch(self, step: int, dist_info):
+        """This process's microbatches of the global batch of `step`: accum x [b, S, T]."""
+        self._began = time.perf_counter()
+        parts = self.data.batch(step, dist_info.rank, dist_info.world, self.config.accum)
+        return [p.to(dist_info.device) for p in parts]
+
+    def train_step(self, microbatches, step: int) -> dict:
+        c, mc, world = self.config, self.model_config, self.dist.world
+        began = self._began or time.perf_counter()
+        device = microbatches[0].device
+        counts = sum(target_counts(t, mc.text_card, mc.n_q, mc.card) for t in microbatches)
+        frames = float(sum(t.shape[0] * t.shape[2] for t in microbatches))
+        if world > 1:  # the whole global batch's target counts normalise every process's loss
+            dist.all_reduce(counts)
+        weights = torch.ones(1 + mc.n_q, device=device) / mc.n_q
+        weights[0], weights[1] = c.text_weight, c.semantic_weight / mc.n_q
+        scale = (weights * world / counts.clamp(min=1)).float()  # DDP averages over processes
+        sums = torch.zeros(1 + mc.n_q, device=device, dtype=torch.float64)
+        for index, tokens in enumerate(microbatches):
+            with no_sync(self.lm, index == len(microbatches) - 1):
+                loss_sums, _ = stream_losses(self.lm(tokens), tokens)
+                (loss_sums * scale).sum().backward()
+            sums += loss_sums.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.lm.parameters(), c.grad_clip)
+        self.optimizers["lm"].step()
+        self.optimizers["lm"].zero_grad(set_to_none=True)
+        stats = torch.cat([sums, torch.tensor([frames], device=device, dtype=torch.float64)])
+        if world > 1:
+            dist.all_reduce(stats)
+        means = (stats[:-1] / counts.clamp(min=1)).tolist()  # text, codebooks 1..n_q
+        seconds = max(time.perf_counter() - began, 1e-9)
+        text, audio = means[0], sum(means[1:]) / mc.n_q
+        return {"loss": text + audio, "text_loss": text, "audio_loss": audio,
+                "semantic_loss": means[1], "grad_norm": float(grad_norm),
+                "frames_per_s": float(stats[-1]) / seconds,
+                "tokens_per_s": float(stats[-1]) * mc.n_streams / seconds}
