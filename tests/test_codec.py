@@ -1,5 +1,6 @@
 """Codec: streaming equals offline, bitrate arithmetic, training, exact resume, DDP, bad input."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import torch
 
 from voxlm.codec.model import Codec, CodecConfig, codec_config, load_codec
 from voxlm.codec.train import CodecTask, CodecTrainConfig, export_codec
+from voxlm.codec.vocoder import LEVEL_SCALE, HarmonicNoiseVocoder
 from voxlm.errors import VoxlmError
 from voxlm.modules.conv import CausalConv1d, CausalISTFT, CausalSTFT
 from voxlm.modules.transformer import Transformer
@@ -56,19 +58,57 @@ def test_istft_and_transformer_stream():
     assert torch.allclose(transformer(x)[:, 16], transformer(y)[:, 16], atol=1e-5)
 
 
-def test_codec_streams_frame_by_frame_like_offline():
-    torch.manual_seed(0)
-    codec = Codec(replace(codec_config("tiny"), transformer_layers=1)).eval()
+def _stream_codec(codec, audio):
     hop = codec.config.hop
-    audio = torch.randn(1, 1, hop * 9) * 0.1
     codes = codec.encode(audio)
     decoded = codec.decode(codes)
     with codec.streaming(1):
         frames = [codec.encode(f) for f in torch.split(audio, hop, dim=-1)]
         streamed = [codec.decode(c) for c in frames]
     assert torch.equal(torch.cat(frames, -1), codes)
-    assert (torch.cat(streamed, -1) - decoded).abs().max() < 1e-4
     assert decoded.shape == audio.shape
+    return (torch.cat(streamed, -1) - decoded).abs().max().item()
+
+
+def test_codec_streams_frame_by_frame_like_offline():
+    torch.manual_seed(0)
+    config = replace(codec_config("tiny"), transformer_layers=1)
+    audio = torch.randn(1, 1, config.hop * 9) * 0.1
+    # free-phase iSTFT decoder: float32 streaming equals offline
+    assert _stream_codec(Codec(replace(config, vocoder="istft")).eval(), audio) < 1e-4
+    # harmonic decoder: its phase integrates F0, so float32 rounding of F0 (~5e-7 between the
+    # two paths' convolutions) drifts the phase slowly; the streaming logic itself is checked
+    # in float64, where the paths agree far below the bar
+    codec = Codec(config).eval().double()
+    assert _stream_codec(codec, audio.double()) < 1e-6
+
+
+def test_harmonic_vocoder_streams_in_any_chunks():
+    torch.manual_seed(0)
+    vocoder = HarmonicNoiseVocoder(16, 64, 16, 16000).eval()
+    with torch.no_grad():
+        features = torch.randn(2, 23, 16)
+        offline = vocoder(features)[0]
+        with vocoder.streaming(2):
+            streamed = torch.cat([vocoder(part)[0] for part in torch.split(features, [1, 5, 2, 8, 7], 1)], 1)
+    assert offline.shape == (2, 23 * 16)
+    assert (offline - streamed).abs().max() < 1e-6 * offline.abs().max()
+
+
+def test_harmonic_vocoder_output_is_periodic_at_its_f0():
+    vocoder = HarmonicNoiseVocoder(8, 640, 160, 16000).eval()
+    with torch.no_grad():
+        vocoder.head.weight.zero_()
+        vocoder.head.bias.zero_()
+        vocoder.head.bias[1] = 10.0  # voiced
+        vocoder.head.bias[2: 2 + 321] = -2.0 / LEVEL_SCALE  # flat envelope
+        vocoder.head.bias[2 + 321:] = -20.0  # no noise
+        audio = vocoder(torch.zeros(1, 100, 8))[0][0, 4000:].numpy()  # 0.75 s of steady tone
+    f0 = math.exp((math.log(500.0) + math.log(50.0)) / 2)  # head output 0: the middle of the range
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    peak_hz = spectrum.argmax() * 16000 / len(audio)
+    assert abs(peak_hz % f0) < 3 or abs(peak_hz % f0 - f0) < 3  # energy sits on harmonics of F0
+    assert 0.01 < np.sqrt(np.mean(audio ** 2)) < 1.0
 
 
 def test_bitrate_arithmetic():
@@ -90,13 +130,27 @@ def small_task(corpus, **overrides):
     return CodecTask(corpus, codec_config("tiny"), CodecTrainConfig(**settings), progress=False)
 
 
+def held_out_mel(task, codec) -> float:
+    """The mel loss on a fixed batch (not one the run trains on), synthesised with target F0."""
+    audio, _, f0 = task.data.batch(seed=12345, step=0, size=8, frames=8)
+    was_training = codec.training
+    codec.eval()
+    with torch.no_grad():
+        loss = task.mel_loss(codec(audio, None, f0).audio[:, 0], audio[:, 0])
+    codec.train(was_training)
+    return float(loss)
+
+
 def test_tiny_codec_learns(tiny_corpus, tmp_path):
     config = TrainConfig(steps=40, lr=1.0, warmup=2, save_every=100, log_every=1, seed=1)
     trainer = Trainer(small_task(tiny_corpus, adversarial_start=1000), config, tmp_path, progress=False)
+    before = held_out_mel(trainer.task, trainer.task.codec)
     trainer.run()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    mel = [r["mel"] for r in rows]
-    assert len(rows) == 40 and np.mean(mel[-8:]) < 0.8 * np.mean(mel[:4])
+    assert len(rows) == 40 and all(np.isfinite(r["mel"]) for r in rows)
+    after = held_out_mel(trainer.task, trainer.task.codec)
+    assert after < 0.8 * before, (before, after)
+    assert rows[-1]["f0"] < rows[0]["f0"] or rows[-1]["voicing"] < rows[0]["voicing"]
     codec = load_codec(tmp_path)  # the exported inference file loads and runs
     assert codec.encode(torch.zeros(1, 1, codec.config.hop)).shape == (1, 4, 1)
 
@@ -132,9 +186,12 @@ def test_two_process_ddp_step_equals_one_process(tiny_corpus, tmp_path):
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     one = torch.load(tmp_path / "one" / "train_state.pt", weights_only=False)["modules"]
     two = torch.load(tmp_path / "two" / "train_state.pt", weights_only=False)["modules"]
+    # Adam's first step moves every weight by about the learning rate (5e-4 for the
+    # discriminators) whatever the gradient's size, so float summation order shows up as ~1e-5
     for part in ("codec", "discriminators"):
         for name, tensor in one[part].items():
-            assert torch.allclose(tensor.float(), two[part][name].float(), atol=1e-5), (part, name)
+            assert torch.allclose(tensor.float(), two[part][name].float(), atol=5e-5), \
+                (part, name, (tensor.float() - two[part][name].float()).abs().max())
 
 
 def test_checkpoint_and_code_file_errors(tmp_path):

@@ -4,7 +4,8 @@
       --ConvNeXt blocks, patch x8--> [B, C, N/1280] (12.5 Hz) --ConvNeXt, transformer--> z [B, D, T]
       --SplitRVQ--> codes [B, K, T] --> quantized [B, D, T]
       --transformer, ConvNeXt, unpatch x8, ConvNeXt--> [B, C, N/160] (100 Hz)
-      --linear head: log-magnitude and phase--> CausalISTFT --> audio [B, 1, N]
+      --harmonic-plus-noise vocoder (F0, envelope, noise filter per 10 ms)--> audio [B, 1, N]
+        (or, with vocoder="istft", a linear head of log-magnitude and phase --> CausalISTFT)
 
 Few wide layers rather than many thin ones: frame by frame on a CPU thread, the cost is
 mostly per operation, not per multiply-add.
@@ -28,6 +29,7 @@ from ..modules.conv import CausalConv1d, CausalISTFT, CausalSTFT, Upsample
 from ..modules.streaming import StreamingModule
 from ..modules.transformer import Transformer
 from .quantize import QuantizedResult, SplitRVQ
+from .vocoder import HarmonicNoiseVocoder, Pitch
 
 N_FFT = 640  # 40 ms analysis and synthesis windows
 STFT_HOP = 160  # 10 ms: the 100 Hz rate of the outer ConvNeXt stage
@@ -49,6 +51,7 @@ class CodecConfig:
     ff_mult: int = 3
     teacher_dim: int = 384  # semantic teacher width (Whisper tiny.en)
     sample_rate: int = SAMPLE_RATE
+    vocoder: str = "harmonic"  # "harmonic" (F0-driven sines + noise) or "istft" (free phases)
 
     @property
     def hop(self) -> int:  # samples per codec frame
@@ -142,10 +145,12 @@ class Encoder(StreamingModule):
 
 
 class Decoder(StreamingModule):
-    """latents [B, D, T] -> audio [B, 1, T * hop]."""
+    """latents [B, D, T] -> audio [B, 1, T * hop] and the predicted pitch (harmonic vocoder)."""
 
     def __init__(self, config: CodecConfig):
         super().__init__()
+        if config.vocoder not in ("harmonic", "istft"):
+            raise ValueError(f"unknown vocoder {config.vocoder!r}; choose harmonic or istft")
         c, b = config.channels, config.blocks
         self.inp = nn.Conv1d(config.latent_dim, c[-1], 1)
         self.transformer = (Transformer(c[-1], config.transformer_layers, config.transformer_heads,
@@ -155,18 +160,26 @@ class Decoder(StreamingModule):
         for i in range(len(config.strides) - 1, -1, -1):
             layers += [Upsample(c[i + 1], c[i], config.strides[i]), *_stage(c[i], b[i], config)]
         self.convs = nn.Sequential(*layers)
-        self.head = nn.Conv1d(c[0], 2 * (N_FFT // 2 + 1), 1)
-        self.istft = CausalISTFT(N_FFT, STFT_HOP)
+        if config.vocoder == "harmonic":
+            self.vocoder = HarmonicNoiseVocoder(c[0], N_FFT, STFT_HOP, config.sample_rate)
+        else:
+            self.head = nn.Conv1d(c[0], 2 * (N_FFT // 2 + 1), 1)
+            self.istft = CausalISTFT(N_FFT, STFT_HOP)
 
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+    def forward(self, latents: torch.Tensor, f0_target: torch.Tensor | None = None):
+        """-> (audio [B, 1, N], Pitch or None). `f0_target` [B, T100] Hz: see vocoder.py."""
         if self.is_streaming:
-            return self.step(latents.transpose(1, 2))
+            return self.step(latents.transpose(1, 2)), None
         x = self.inp(latents)
         if self.transformer is not None:
             x = x + self.transformer(x.transpose(1, 2)).transpose(1, 2)
-        log_magnitude, phase = self.head(self.convs(x)).float().chunk(2, dim=1)  # [B, 321, T100]
+        x = self.convs(x)  # [B, C, T100]
+        if hasattr(self, "vocoder"):
+            audio, pitch = self.vocoder(x.transpose(1, 2), f0_target)
+            return audio[:, None], pitch
+        log_magnitude, phase = self.head(x).float().chunk(2, dim=1)  # [B, 321, T100]
         magnitude = torch.exp(log_magnitude.clamp(max=6.0))
-        return self.istft(torch.polar(magnitude, phase))
+        return self.istft(torch.polar(magnitude, phase)), None
 
     def step(self, latents: torch.Tensor) -> torch.Tensor:
         """Streaming, channels-last: latents [B, T, D] -> audio [B, 1, T * hop]."""
@@ -175,6 +188,8 @@ class Decoder(StreamingModule):
             x = x + self.transformer(x)
         for layer in self.convs:
             x = layer.step(x)
+        if hasattr(self, "vocoder"):
+            return self.vocoder(x)[0][:, None]
         x = F.linear(x, self.head.weight[:, :, 0], self.head.bias).float()  # [B, T100, 2F]
         log_magnitude, phase = x.chunk(2, dim=-1)
         magnitude = torch.exp(log_magnitude.clamp(max=6.0))
@@ -212,6 +227,7 @@ class CodecOutput:
     audio: torch.Tensor  # [B, 1, N] reconstruction
     result: QuantizedResult
     semantic_states: torch.Tensor  # [B, T, teacher_dim] codebook 1 projected for distillation
+    pitch: Pitch | None = None  # the harmonic vocoder's F0 and voicing predictions [B, T100]
 
 
 class Codec(StreamingModule):
@@ -224,11 +240,13 @@ class Codec(StreamingModule):
         self.decoder = Decoder(config)
         self.distill = nn.Conv1d(config.latent_dim, config.teacher_dim, 1)
 
-    def forward(self, audio: torch.Tensor, n_q: int | None = None) -> CodecOutput:
-        """Training path: audio [B, 1, N], N a multiple of hop."""
+    def forward(self, audio: torch.Tensor, n_q: int | None = None,
+                f0_target: torch.Tensor | None = None) -> CodecOutput:
+        """Training path: audio [B, 1, N], N a multiple of hop; f0_target [B, N / 160] Hz."""
         result = self.quantizer(self.encoder(audio), n_q)
         semantic = self.distill(result.semantic).transpose(1, 2)
-        return CodecOutput(self.decoder(result.quantized), result, semantic)
+        audio, pitch = self.decoder(result.quantized, f0_target)
+        return CodecOutput(audio, result, semantic, pitch)
 
     @torch.inference_mode()
     def encode(self, audio: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
@@ -244,7 +262,7 @@ class Codec(StreamingModule):
         if self.is_streaming:
             with _plain_cpu_kernels:
                 return self.decoder.step(self.quantizer.decode_step(codes))
-        return self.decoder(self.quantizer.decode(codes))
+        return self.decoder(self.quantizer.decode(codes))[0]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

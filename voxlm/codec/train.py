@@ -13,17 +13,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..audio import load_audio
 from ..checkpoint import save_model
 from ..data import read_manifest
 from ..errors import VoxlmError
+from ..pitch import cache_pitch, load_pitch
 from ..train import no_sync, unwrap
 from .discriminators import Discriminators
 from .losses import (MultiScaleMelLoss, discriminator_loss, distill_loss, feature_matching_loss,
                      generator_loss)
-from .model import Codec, CodecConfig
+from .model import STFT_HOP, Codec, CodecConfig
 from .teacher import TEACHER_DIM, TEACHER_RATE, cache_teacher_features, load_teacher_features
 
 
@@ -48,10 +50,13 @@ class CodecTrainConfig:
     # a causal codec on random crops cannot know): distil towards states with the mean state at
     # each position removed (as `voxlm units` does), which leaves what is said
     remove_teacher_position: bool = True
+    pitch_weight: float = 5.0  # L1 on log F0 (voiced frames) + voicing cross-entropy
+    pitch_teacher_forcing: bool = True  # synthesise with the target F0 where it is voiced
 
 
 class CodecData:
-    """Training items in memory: int16 audio and teacher states pooled to the codec frame rate."""
+    """Training items in memory: int16 audio, teacher states pooled to the codec frame rate and
+    YIN F0 targets at 100 Hz (the decoder's frame t ends on the tracker's frame t + 1)."""
 
     def __init__(self, corpus, config: CodecConfig, split: str = "train", max_items: int = 0,
                  progress: bool = True, remove_teacher_position: bool = False):
@@ -66,9 +71,12 @@ class CodecData:
         if not rows:
             raise VoxlmError(f"no {split} items in {manifest}", "make a larger corpus")
         cache_teacher_features(corpus, rows, progress=progress)
+        if config.vocoder == "harmonic":
+            cache_pitch(corpus, rows, progress=progress)
         self.hop = config.hop
         pool = int(TEACHER_RATE / config.frame_rate)  # 4 teacher states per codec frame
-        self.audio, self.teacher = [], []
+        self.audio, self.teacher, self.pitch = [], [], []
+        self.sub = self.hop // STFT_HOP  # decoder frames per codec frame
         raw = {row["id"]: load_teacher_features(corpus, row["id"]) for row in rows}  # [T50, 384]
         normalizer = None
         if remove_teacher_position:
@@ -87,13 +95,18 @@ class CodecData:
             states = np.pad(states, ((0, frames * pool - len(states)), (0, 0)))
             self.audio.append((np.clip(audio[: frames * self.hop], -1, 1) * 32767).astype(np.int16))
             self.teacher.append(states.reshape(frames, pool, -1).mean(1).astype(np.float16))
+            if config.vocoder == "harmonic":
+                f0 = load_pitch(corpus, row["id"])[1: frames * self.sub + 1]
+                self.pitch.append(np.pad(f0, (0, frames * self.sub - len(f0))).astype(np.float16))
         self.seconds = sum(len(a) for a in self.audio) / config.sample_rate
 
     def batch(self, seed: int, step: int, size: int, frames: int):
-        """-> audio [size, 1, frames * hop] float32, teacher [size, frames, 384] float32."""
+        """-> audio [size, 1, frames * hop], teacher [size, frames, 384], F0 targets
+        [size, frames * hop / 160] (Hz, 0 where unvoiced; all 0 without pitch), all float32."""
         rng = np.random.default_rng([seed, step])
         audio = np.zeros((size, 1, frames * self.hop), np.float32)
         teacher = np.zeros((size, frames, self.teacher[0].shape[1]), np.float32)
+        f0 = np.zeros((size, frames * self.sub), np.float32)
         for row, item in enumerate(rng.integers(len(self.audio), size=size)):
             have = len(self.teacher[item])
             start = int(rng.integers(0, max(1, have - frames + 1)))
@@ -101,7 +114,9 @@ class CodecData:
             clip = self.audio[item][start * self.hop: (start + take) * self.hop]
             audio[row, 0, : len(clip)] = clip / 32767.0
             teacher[row, :take] = self.teacher[item][start: start + take]
-        return torch.from_numpy(audio), torch.from_numpy(teacher)
+            if self.pitch:
+                f0[row, : take * self.sub] = self.pitch[item][start * self.sub: (start + take) * self.sub]
+        return torch.from_numpy(audio), torch.from_numpy(teacher), torch.from_numpy(f0)
 
 
 class CodecTask:
@@ -163,13 +178,12 @@ class CodecTask:
 
     def batch(self, step: int, dist):
         """This process's microbatches of the global batch for `step`."""
-        audio, teacher = self.data.batch(self.train_config.seed, step, self.config.batch_size,
-                                         self.config.segment_frames)
+        tensors = self.data.batch(self.train_config.seed, step, self.config.batch_size,
+                                  self.config.segment_frames)  # audio, teacher, F0
         per_rank = self.config.batch_size // dist.world
         lo = dist.rank * per_rank
-        audio, teacher = audio[lo: lo + per_rank], teacher[lo: lo + per_rank]
-        return [(a.to(dist.device), t.to(dist.device))
-                for a, t in zip(audio.chunk(self.config.accum), teacher.chunk(self.config.accum))]
+        parts = [t[lo: lo + per_rank].to(dist.device).chunk(self.config.accum) for t in tensors]
+        return list(zip(*parts))
 
     def n_q_for_step(self, step: int) -> int:
         rng = np.random.default_rng([self.train_config.seed, step, 7])
@@ -187,16 +201,19 @@ class CodecTask:
             0, frames - crop_frames + 1)) * hop
         window = slice(crop, crop + crop_frames * hop)
         sums: dict = {}
-        for index, (audio, teacher) in enumerate(microbatches):
+        for index, (audio, teacher, f0) in enumerate(microbatches):
             last = index == len(microbatches) - 1
             with no_sync(self.codec, last), no_sync(self.discriminators, last):
-                out = self.codec(audio, n_q)
+                out = self.codec(audio, n_q, f0 if c.pitch_teacher_forcing else None)
                 fake = out.audio
                 losses = {"mel": self.mel_loss(fake[:, 0], audio[:, 0]),
                           "commit": out.result.commit_loss,
                           "distill": distill_loss(out.semantic_states, teacher)}
                 total = (c.mel_weight * losses["mel"] + c.commit_weight * losses["commit"]
                          + c.distill_weight * losses["distill"])
+                if out.pitch is not None:
+                    losses["f0"], losses["voicing"] = pitch_losses(out.pitch, f0)
+                    total = total + c.pitch_weight * (losses["f0"] + losses["voicing"])
                 if adversarial:
                     discriminators = unwrap(self.discriminators)
                     discriminators.requires_grad_(False)
@@ -230,6 +247,15 @@ class CodecTask:
             sums["perplexity_2"] = float(perplexity[1])
         sums["n_q"] = n_q
         return sums
+
+
+def pitch_losses(pitch, f0: torch.Tensor) -> tuple:
+    """pitch: the vocoder's predictions [B, T]; f0 [B, T] target Hz (0 = unvoiced) ->
+    (L1 of log F0 on voiced frames, averaged over all frames; voicing binary cross-entropy)."""
+    voiced = f0 > 0
+    voicing = F.binary_cross_entropy_with_logits(pitch.voicing_logit, voiced.float())
+    error = (pitch.log_f0 - f0.clamp(min=1.0).log()).abs() * voiced
+    return error.mean(), voicing  # over all frames: equal shares keep DDP equal to one process
 
 
 TRAINING_ONLY = ("embed_sum", "usage", "idle")  # quantizer statistics inference does not need

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE
 from ..errors import VoxlmError
+from ..pitch import F0_HOP, F0_MAX, F0_MIN, pitch_track  # noqa: F401  (re-exported)
 
 N_MELS = 80
 MEL_FFT, MEL_HOP = 1024, 256  # 64 ms window, 16 ms hop at 16 kHz
@@ -32,14 +33,6 @@ LOG_FLOOR = 1e-5  # magnitudes are clamped here before the log (about -100 dB)
 STFT_SIZES = ((512, 128), (1024, 256), (2048, 512))  # (n_fft = window, hop)
 SI_SDR_EPS = 1e-10  # keeps identical signals finite (about 125 dB for 3 s of speech at -23 dB)
 SILENT_PEAK = 1e-4  # a reference whose peak is below this (-80 dBFS) has nothing to judge
-F0_MIN, F0_MAX = 50.0, 500.0  # Hz, the pitch range the tracker searches
-F0_HOP = SAMPLE_RATE // 100  # 10 ms frames
-F0_WINDOW = 512  # samples (32 ms) integrated per lag; covers the longest period (320 samples)
-YIN_THRESHOLD = 0.15  # first dip of the normalised difference below this is the period
-YIN_VOICED = 0.35  # a frame whose best dip stays above this is unvoiced
-VOICED_FLOOR_DB = 40.0  # frames this far below the loudest frame are unvoiced (silence)
-MIN_VOICED_RUN = 3  # frames (30 ms): shorter voiced runs are dropped as unreliable
-F0_MEDIAN = 5  # frames: median filter applied to F0 inside each voiced run
 
 
 def _pair(ref, deg):
@@ -156,65 +149,6 @@ def stoi_score(ref, deg) -> float:
     if any("Not enough STFT frames" in str(w.message) for w in caught):
         return math.nan
     return score
-
-
-def pitch_track(audio, rate: int = SAMPLE_RATE, hop: int = F0_HOP):
-    """YIN pitch tracker (de Cheveigné & Kawahara 2002), numpy only.
-
-    Per 10 ms frame: the squared difference function d(tau) over a 32 ms window, normalised by its
-    cumulative mean (d'), the first dip below 0.15 (else the deepest dip) refined by a parabola.
-    A frame is voiced when that dip is below 0.35, its energy is within 40 dB of the loudest
-    frame, and it belongs to a run of at least 3 such frames; F0 is then median-filtered over 5
-    frames inside each run. Both steps remove short octave slips: with the small F0 spread of a
-    flat TTS voice (std under 10 Hz), one slip can sway a Pearson correlation.
-    Returns (f0 [T] in Hz with 0 where unvoiced, voiced [T] bool), T = len(audio) // hop.
-    """
-    audio = np.asarray(audio, dtype=np.float64).ravel()
-    lag_min = int(rate / F0_MAX)
-    lag_max = int(np.ceil(rate / F0_MIN))
-    n = len(audio) // hop
-    if n == 0:
-        return np.zeros(0, np.float32), np.zeros(0, bool)
-    size = F0_WINDOW + lag_max + 1
-    padded = np.pad(audio, (F0_WINDOW // 2, size))
-    frames = np.lib.stride_tricks.sliding_window_view(padded, size)[::hop][:n]  # [T, size]
-    head = frames[:, :F0_WINDOW]  # [T, W]
-    nfft = 1 << int(np.ceil(np.log2(size + F0_WINDOW)))
-    corr = np.fft.irfft(np.fft.rfft(frames, nfft) * np.conj(np.fft.rfft(head, nfft)),
-                        nfft)[:, : lag_max + 1]  # [T, L + 1]: sum_j x_j x_{j + tau}
-    squares = np.concatenate([np.zeros((n, 1)), np.cumsum(frames ** 2, axis=1)], axis=1)
-    lags = np.arange(lag_max + 1)
-    shifted = squares[:, lags + F0_WINDOW] - squares[:, lags]  # [T, L + 1]: energy at offset tau
-    diff = np.maximum(shifted[:, :1] + shifted - 2.0 * corr, 0.0)  # [T, L + 1]
-    cum = np.cumsum(diff[:, 1:], axis=1)
-    cmnd = np.ones_like(diff)
-    cmnd[:, 1:] = diff[:, 1:] * lags[1:] / np.maximum(cum, 1e-12)
-
-    search = cmnd[:, lag_min: lag_max]  # [T, S]
-    is_dip = np.zeros_like(search, dtype=bool)
-    is_dip[:, 1:-1] = (search[:, 1:-1] <= search[:, :-2]) & (search[:, 1:-1] <= search[:, 2:])
-    below = is_dip & (search < YIN_THRESHOLD)
-    first = np.where(below.any(axis=1), below.argmax(axis=1), search.argmin(axis=1))
-    tau = first + lag_min  # [T]
-    rows = np.arange(n)
-    best = cmnd[rows, tau]
-    left = cmnd[rows, np.maximum(tau - 1, 1)]
-    right = cmnd[rows, np.minimum(tau + 1, lag_max)]
-    curve = left - 2 * best + right
-    safe = np.where(np.abs(curve) > 1e-12, curve, np.inf)  # flat: no parabolic shift
-    offset = 0.5 * (left - right) / safe
-    f0 = rate / (tau + np.clip(offset, -1, 1))
-
-    energy = 10 * np.log10(np.mean(head ** 2, axis=1) + 1e-12)
-    voiced = (best < YIN_VOICED) & (energy > energy.max() - VOICED_FLOOR_DB) & (energy > -70)
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], voiced.astype(np.int8), [0]])))
-    for on, off in zip(edges[::2], edges[1::2]):
-        if off - on < MIN_VOICED_RUN:  # runs under 30 ms: onsets, clicks, octave slips
-            voiced[on:off] = False
-        else:  # median over 5 frames inside the run removes one- and two-frame octave slips
-            run = np.pad(f0[on:off], F0_MEDIAN // 2, mode="edge")
-            f0[on:off] = np.median(np.lib.stride_tricks.sliding_window_view(run, F0_MEDIAN), axis=1)
-    return np.where(voiced, f0, 0.0).astype(np.float32), voiced
 
 
 def f0_correlation(ref, deg, min_frames: int = 10) -> float:

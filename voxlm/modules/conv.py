@@ -152,7 +152,8 @@ class CausalSTFT(_CausalWindow):
         if x.shape[-1] < self.n_fft:
             return x.new_zeros(x.shape[0], 0, self.n_fft // 2 + 1)
         frames = x.unfold(-1, self.n_fft, self.hop) * self.window  # [B, T, n_fft]
-        magnitude = torch.fft.rfft(frames.float(), dim=-1).abs()
+        magnitude = torch.fft.rfft(frames if frames.dtype == torch.float64 else frames.float(),
+                                    dim=-1).abs()
         return torch.log(magnitude + 1e-5)
 
 

@@ -31,9 +31,10 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == self.weight.dtype == torch.float32:  # fewer ops, the same numbers
             return x * torch.rsqrt(torch.mean(x * x, -1, keepdim=True) + self.eps) * self.weight
-        x32 = x.float()
+        wide = torch.float64 if torch.float64 in (x.dtype, self.weight.dtype) else torch.float32
+        x32 = x.to(wide)  # half precision inputs are normalised in float32
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (x32 * self.weight.float()).to(x.dtype)
+        return (x32 * self.weight.to(wide)).to(x.dtype)
 
 
 def rope(x: torch.Tensor, positions: torch.Tensor, base: float = 10_000.0) -> torch.Tensor:
