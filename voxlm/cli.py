@@ -27,6 +27,9 @@ EXAMPLES = {
     "codec export": "voxlm codec export runs/codec voxlm/assets/codec.safetensors --int8",
     "lm tokenize": "voxlm lm tokenize --data data/corpus --out data/tokens --workers 2",
     "lm train": "voxlm lm train --data data/tokens --out runs/lm --mode aligned --config base --steps 20000",
+    "tts": "voxlm tts \"Hello there, how are you?\" -o hello.wav --checkpoint runs/lm",
+    "asr": "voxlm asr speech.wav --checkpoint runs/lm",
+    "continue": "voxlm continue prompt.wav -o more.wav --seconds 5 --checkpoint runs/lm",
     "eval codec": "voxlm eval codec --data data/heldout --data data/realset --report reports/codec",
     "units fit": "voxlm units fit --data data/corpus --out units.npz --k 100",
     "units encode": "voxlm units encode --data data/corpus --units units.npz --out units.jsonl",
@@ -211,6 +214,65 @@ def cmd_lm_train(args):
         print(f"lm: {args.out / 'model.safetensors'} after {trainer.step} steps")
 
 
+def _sampling(args):
+    from .lm.generate import SamplingOptions
+
+    return SamplingOptions(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+
+
+def _check_output(path: Path):
+    from .audio import WRITABLE
+    from .errors import VoxlmError
+
+    if path.suffix.lower() not in WRITABLE:
+        raise VoxlmError(f"{path}: cannot write '{path.suffix}' files", "use a .wav or .flac name")
+
+
+def cmd_tts(args):
+    from .audio import SAMPLE_RATE, save_audio
+    from .lm.speech import check_voice, load_speech_lm, synthesize
+
+    _check_output(args.output)
+    check_voice(args.voice)
+    model = load_speech_lm(args.checkpoint)
+    out = synthesize(model.lm, model.codec(args.codec), model.tokenizer(), args.text,
+                     _sampling(args), args.voice, model.layout, seed=args.seed)
+    save_audio(args.output, out.audio)
+    print(f"wrote {args.output}: {len(out.audio) / SAMPLE_RATE:.2f} s")
+
+
+def cmd_asr(args):
+    from .audio import load_audio
+    from .lm.speech import load_speech_lm, transcribe
+
+    audio = load_audio(args.input, max_seconds=args.max_seconds)
+    model = load_speech_lm(args.checkpoint)
+    print(transcribe(model.lm, model.codec(args.codec), model.tokenizer(), audio, model.layout))
+
+
+def cmd_continue(args):
+    from .audio import SAMPLE_RATE, load_audio, save_audio
+    from .lm.speech import continue_speech, load_speech_lm
+
+    _check_output(args.output)
+    audio = load_audio(args.input, max_seconds=args.max_seconds)
+    model = load_speech_lm(args.checkpoint)
+    tokenizer = model.tokenizer() if model.layout.mode == "aligned" else None
+    out = continue_speech(model.lm, model.codec(args.codec), audio, args.seconds, _sampling(args),
+                          model.layout, tokenizer, seed=args.seed)
+    save_audio(args.output, out.audio)
+    print(f"wrote {args.output}: {len(out.audio) / SAMPLE_RATE:.2f} s"
+          + (f" (the model's text: {out.text})" if out.text else ""))
+
+
+def cmd_eval_codec(args):
+    from .eval.codec_suite import run_codec_eval
+
+    path = run_codec_eval(args.data, args.report, args.checkpoint, tuple(args.bitrates),
+                          args.limit, args.probe_data, not args.no_baselines, not args.quiet)
+    print(f"report: {path}")
+
+
 def cmd_eval_codec(args):
     from .eval.codec_suite import run_codec_eval
 
@@ -324,6 +386,37 @@ def _add_lm(top, add):
                         "its tokenizer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_speech(top, add):
+    def model_flags(p, sampling: bool):
+        p.add_argument("--checkpoint", type=Path,
+                       help="LM run folder or model file (default: the shipped LM)")
+        p.add_argument("--codec", type=Path, help="codec model file or run folder (default: the "
+                                                  "one the LM was trained on, else the shipped one)")
+        if sampling:
+            p.add_argument("--temperature", type=float, default=0.8,
+                           help="audio sampling temperature (0: greedy)")
+            p.add_argument("--top-k", type=int, default=250, help="sample among the k likeliest codes (0: all)")
+            p.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling mass (0: off)")
+            p.add_argument("--seed", type=int, default=0, help="random seed (it also picks the voice)")
+
+    p = add(top, "tts", "tts", cmd_tts, "speak text with the speech-text LM")
+    p.add_argument("text")
+    p.add_argument("-o", "--output", required=True, type=Path, help=".wav or .flac file")
+    p.add_argument("--voice", help="voice; the LM has no voice conditioning, so only 'default'")
+    model_flags(p, sampling=True)
+    p = add(top, "asr", "asr", cmd_asr, "print the text of a speech file, by the speech-text LM")
+    p.add_argument("input", type=Path)
+    p.add_argument("--max-seconds", type=float, default=120.0, help="reject longer files")
+    model_flags(p, sampling=False)
+    p = add(top, "continue", "continue", cmd_continue,
+            "continue a speech file with the speech-text LM (the prompt, then more)")
+    p.add_argument("input", type=Path)
+    p.add_argument("-o", "--output", required=True, type=Path, help=".wav or .flac file")
+    p.add_argument("--seconds", type=float, default=5.0, help="seconds generated after the prompt")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="reject longer prompts")
+    model_flags(p, sampling=True)
 
 
 def _add_codec(top, add):
@@ -442,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_codec(top, add)
     _add_lm(top, add)
+    _add_speech(top, add)
     _add_eval_and_units(top, add)
 
     p = add(top, "demo", "demo", cmd_demo, "the main job: synthesize a short spoken dialogue")

@@ -7,7 +7,8 @@
             frame = torch.cat([nxt, user[:, :, t + 1]], 1)   # user rows only with user_audio
 
 `force_text` (TTS: the text is given) and `force_audio` (ASR: the audio is given) replace the
-sampled token; ids < 0 in them mean "sample this one".
+sampled token; ids < 0 in them mean "sample this one". `text_choices` (ids [C]) limits a sampled
+text token to those ids (TTS lets the model choose between a pad and the next word's start).
 
 At batch 1 on a CPU a step costs the bytes of weights it reads (the temporal stack once, the
 depth stack once per position, the text head) plus a few microseconds per operation (about
@@ -107,18 +108,23 @@ class LMGen:
         self.lm.hidden(tokens)
 
     @torch.inference_mode()
-    def step(self, frame: torch.Tensor, force_text=None, force_audio=None) -> torch.Tensor:
+    def step(self, frame: torch.Tensor, force_text=None, force_audio=None,
+             text_choices=None) -> torch.Tensor:
         """frame [B, S] at t -> model tokens [B, 1 + n_q] at t+1. force_text: int or [B];
-        force_audio: [B, n_q]; ids < 0 are sampled."""
-        return self._step(frame, force_text, force_audio, keep_logits=False).tokens
+        force_audio: [B, n_q]; ids < 0 are sampled. text_choices: ids [C] a sampled text
+        token is drawn from (None: any)."""
+        return self._step(frame, force_text, force_audio, keep_logits=False,
+                          text_choices=text_choices).tokens
 
     @torch.inference_mode()
     def step_with_logits(self, frame: torch.Tensor, force_text=None,
-                         force_audio=None) -> StepOutput:
+                         force_audio=None, text_choices=None) -> StepOutput:
         """Like `step`, and the logits each token was drawn from."""
-        return self._step(frame, force_text, force_audio, keep_logits=True)
+        return self._step(frame, force_text, force_audio, keep_logits=True,
+                          text_choices=text_choices)
 
-    def _step(self, frame, force_text, force_audio, keep_logits: bool) -> StepOutput:
+    def _step(self, frame, force_text, force_audio, keep_logits: bool,
+              text_choices=None) -> StepOutput:
         lm = self.lm
         if not lm.is_streaming:
             raise RuntimeError("LMGen.step runs inside `with gen.streaming(batch_size):`")
@@ -149,7 +155,13 @@ class LMGen:
                 tokens.append(forced[k])
                 continue
             out = head(y)  # [B, V]
-            token = forced[k] if given[k] else sample_token(out, temperature, top_k, top_p)
+            if given[k]:
+                token = forced[k]
+            elif k == 0 and text_choices is not None:  # sample among the allowed ids only
+                choices = torch.as_tensor(text_choices, device=out.device)  # [C]
+                token = choices[sample_token(out[:, choices], temperature, top_k, top_p)]
+            else:
+                token = sample_token(out, temperature, top_k, top_p)
             if forced[k] is not None and not given[k]:
                 token = torch.where(forced[k] >= 0, forced[k], token)
             tokens.append(token)

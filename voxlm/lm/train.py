@@ -12,7 +12,8 @@ text_loss, audio_loss, semantic_loss (codebook 1), grad_norm, frames_per_s and t
 (frames x streams of the global batch, padding included, over the step's wall time with batch
 building). bf16 autocast comes from the Trainer (on by default on GPU).
 
-RUN/model.safetensors  the LM (save_lm; extra: mode, tokenizer, codec sha256)
+RUN/model.safetensors  the LM (save_lm; extra: mode, tokenizer, codec sha256 and path, frame
+                       rate, the layout's tts/asr/duplex text delays that generation reads back)
 RUN/tokenizer.model    the text tokenizer of its text stream
 """
 from __future__ import annotations
@@ -135,9 +136,11 @@ class LMTask:
                              "pass the same --config and --data as before, or a new --out folder")
 
     def export(self, out: Path):
-        header = self.shards.header
-        extra = {"mode": self.config.layout.mode, "tokenizer": header["tokenizer"],
-                 "codec_sha256": header["codec"]["sha256"], "frame_rate": header["frame_rate"]}
+        header, layout = self.shards.header, self.config.layout
+        extra = {"mode": layout.mode, "tokenizer": header["tokenizer"],
+                 "codec_sha256": header["codec"]["sha256"], "codec_path": header["codec"]["path"],
+                 "frame_rate": header["frame_rate"], "tts_delay": layout.tts_delay,
+                 "asr_delay": layout.asr_delay, "duplex_text_delay": layout.duplex_text_delay}
         save_lm(Path(out) / "model.safetensors", unwrap(self.lm), extra=extra)
         source, target = self.shards.folder / "tokenizer.model", Path(out) / "tokenizer.model"
         if not target.exists() or target.read_bytes() != source.read_bytes():

@@ -1,0 +1,239 @@
+"""Generation on the LM (lm/speech.py) and its commands: TTS with text forcing, ASR with audio
+forcing, continuation in each training layout, seeds, checkpoint metadata, CLI end to end, errors.
+A tiny random-weight LM and tiny codec exported to files, so everything runs for real, fast."""
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from voxlm.audio import load_audio, save_audio
+from voxlm.cli import main
+from voxlm.codec.files import decode_codes, encode_audio
+from voxlm.codec.model import Codec, codec_config, load_codec
+from voxlm.codec.train import export_codec
+from voxlm.errors import VoxlmError
+from voxlm.lm.data import MOSHI_DELAY, LayoutConfig
+from voxlm.lm.model import LM, TEXT_EOW_ID, TEXT_PAD_ID, lm_config, save_lm
+from voxlm.lm.speech import (SpeechLayout, TTSOptions, check_voice, continue_speech,
+                             default_lm_path, load_speech_lm, synthesize, transcribe,
+                             transcribe_frames)
+from voxlm.lm.streams import TEXT_OFFSET, from_aligned, from_continuation, text_card, tokenize_words
+from voxlm.lm.tokenize_corpus import sha256_bytes
+from voxlm.lm.tokenizer import train_tokenizer
+from voxlm.lm.train import LMTask, LMTrainConfig
+
+torch.set_num_threads(1)
+TTS_DELAY, ASR_DELAY = 4, 3  # frames; stored in the model file and read back
+HOP = 1280  # samples per codec frame
+TEXT = "the cat sat on the mat"
+SENTENCES = ["the cat sat on the mat", "hello there how are you", "a dog ran to the park",
+             "we like tea and cake", "one two three four five six"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A run folder (model.safetensors + tokenizer.model, trained in aligned mode), the codec
+    file it names, and a 1.5 s wav."""
+    root = tmp_path_factory.mktemp("lm_generate")
+    torch.manual_seed(0)
+    tokens = root / "tokens"  # stands in for a tokens folder: its tokenizer and header
+    tokens.mkdir()
+    tokenizer = train_tokenizer(SENTENCES * 10, 300, tokens / "tokenizer.model")
+    codec_path = export_codec(Codec(codec_config("tiny")), root / "codec.safetensors")
+    lm = LM(replace(lm_config("tiny"), text_card=text_card(tokenizer.vocab_size)))
+    header = {"frame_rate": 12.5,
+              "codec": {"path": str(codec_path), "sha256": sha256_bytes(codec_path.read_bytes())},
+              "tokenizer": {"name": tokenizer.name, "vocab_size": tokenizer.vocab_size,
+                            "sha256": sha256_bytes(tokenizer.model_proto)}}
+    layout = LayoutConfig(mode="aligned", tts_delay=TTS_DELAY, asr_delay=ASR_DELAY)
+    task = SimpleNamespace(shards=SimpleNamespace(header=header, folder=tokens), lm=lm,
+                           config=LMTrainConfig(layout=layout))
+    run = root / "run"
+    LMTask.export(task, run)  # what training writes: model.safetensors + tokenizer.model
+    rng = np.random.default_rng(0)
+    t = np.arange(24000) / 16000
+    wav = root / "speech.wav"
+    save_audio(wav, (0.3 * np.sin(2 * np.pi * 180 * t) * (rng.random(t.size) > 0.1)).astype(np.float32))
+    return {"root": root, "run": run, "codec": codec_path, "wav": wav, "header": header}
+
+
+@pytest.fixture(scope="module")
+def model(files):
+    model = load_speech_lm(files["run"])
+    return model, model.codec(), model.tokenizer()
+
+
+def test_checkpoint_metadata_read_back(files, model):
+    speech, codec, tokenizer = model
+    assert speech.layout == SpeechLayout("aligned", TTS_DELAY, ASR_DELAY, 12.5)
+    assert codec.config == codec_config("tiny")  # the codec the file names, found by itself
+    assert tokenizer.vocab_size == files["header"]["tokenizer"]["vocab_size"]
+    older = files["root"] / "older.safetensors"  # a file from before the delays were stored
+    save_lm(older, speech.lm, extra={"mode": "aligned"})
+    assert load_speech_lm(older).layout == SpeechLayout("aligned", MOSHI_DELAY, MOSHI_DELAY)
+    with pytest.raises(VoxlmError, match="no tokenizer.model beside"):
+        load_speech_lm(older).tokenizer()
+    with pytest.warns(UserWarning, match="not the codec"):  # another codec than the tokens'
+        other = export_codec(Codec(codec_config("tiny")), files["root"] / "other.safetensors")
+        speech.codec(other)
+
+
+def test_tts_forces_the_text_and_speaks_it(model):
+    speech, codec, tokenizer = model
+    c = speech.lm.config
+    options = TTSOptions(max_pause=0.4, tail=1.0)
+    out = synthesize(speech.lm, codec, tokenizer, TEXT, layout=speech.layout, options=options,
+                     seed=0)
+    words = tokenize_words([{"w": w} for w in TEXT.split()], tokenizer)
+    # text forcing: the text row holds exactly the words' tokens, each run after an EOW
+    assert from_aligned(out.frames, c, -TTS_DELAY).words == words
+    text = out.frames[0, 1:]
+    starts = np.flatnonzero((text[1:] >= TEXT_OFFSET) & (text[:-1] < TEXT_OFFSET)) + 1
+    assert (text[starts - 1] == TEXT_EOW_ID).all() and len(starts) == len(words)
+    assert set(text[text < TEXT_OFFSET].tolist()) <= {TEXT_PAD_ID, TEXT_EOW_ID}
+    # the audio lags the text by the delay the model was trained with: "not started" before it
+    assert (out.frames[1:1 + c.n_q, :1 + TTS_DELAY] == c.audio_pad_id).all()
+    assert (out.frames[1, 1 + TTS_DELAY:] < c.card).all()
+    # length: at least one frame per text column, at most every pause used and the whole tail
+    tokens = sum(1 + len(w) for w in words)
+    pause, tail = round(0.4 * 12.5), round(1.0 * 12.5)
+    assert tokens * HOP <= len(out.audio) <= (tokens + len(words) * pause + tail) * HOP
+    assert len(out.audio) % HOP == 0 and out.text == TEXT
+    # the audio streamed frame by frame is the decode of the generated codes
+    codes = from_aligned(out.frames, c, -TTS_DELAY).codes  # [n_q, T]
+    assert codes.shape[1] >= len(out.audio) // HOP
+    offline = decode_codes(codec, codes[:, :len(out.audio) // HOP])
+    np.testing.assert_allclose(out.audio, offline, atol=1e-4)
+
+
+def test_tts_pause_limit_places_words_back_to_back(model):
+    speech, codec, tokenizer = model
+    out = synthesize(speech.lm, codec, tokenizer, "hello there", layout=speech.layout,
+                     options=TTSOptions(max_pause=0.0, tail=0.5), seed=0)
+    expected = []
+    for word in tokenize_words([{"w": "hello"}, {"w": "there"}], tokenizer):
+        expected += [TEXT_EOW_ID] + [t + TEXT_OFFSET for t in word]
+    row = out.frames[0]
+    assert row[0] == speech.lm.config.text_start_id
+    assert row[1:1 + len(expected)].tolist() == expected
+    assert (row[1 + len(expected):] == TEXT_PAD_ID).all()
+
+
+def test_asr_forces_the_audio_and_returns_text(files, model):
+    speech, codec, tokenizer = model
+    c = speech.lm.config
+    audio = load_audio(files["wav"])
+    out = transcribe_frames(speech.lm, codec, tokenizer, audio, speech.layout)
+    codes = encode_audio(codec, audio)[:c.n_q]  # [n_q, T]
+    got = from_aligned(out.frames, c, ASR_DELAY).codes
+    np.testing.assert_array_equal(got, codes)  # every input code, in order, nothing else
+    assert (out.frames[0, 1:ASR_DELAY] == TEXT_PAD_ID).all()  # text lags: pads before the delay
+    assert out.frames.shape[1] >= 1 + codes.shape[1] + ASR_DELAY
+    assert isinstance(out.text, str)
+    assert transcribe(speech.lm, codec, tokenizer, audio, speech.layout) == out.text  # greedy
+
+
+@pytest.mark.parametrize("mode", ["continuation", "interleave", "aligned"])
+def test_continue_keeps_the_prompt_and_adds_seconds(files, model, mode):
+    speech, codec, tokenizer = model
+    c = speech.lm.config
+    audio = load_audio(files["wav"])
+    codes = encode_audio(codec, audio)[:c.n_q]  # [n_q, T]
+    layout = replace(speech.layout, mode=mode)
+    out = continue_speech(speech.lm, codec, audio, 1.2, layout=layout, tokenizer=tokenizer, seed=1)
+    new = round(1.2 * 12.5)
+    assert len(out.audio) == (codes.shape[1] + new) * HOP
+    if mode == "continuation":
+        got = from_continuation(out.frames, c)
+        assert (out.frames[0] == c.text_start_id).all()
+    elif mode == "aligned":  # the ASR direction: text written by the model, lagging the audio
+        got = from_aligned(out.frames, c, ASR_DELAY).codes
+        assert isinstance(out.text, str)
+    else:
+        got = from_continuation(out.frames, c)  # one speech span starts where continuation does
+        assert (out.frames[0, 1:] == TEXT_PAD_ID).all()
+    assert got.shape[1] >= codes.shape[1] + new
+    np.testing.assert_array_equal(got[:, :codes.shape[1]], codes)  # the prompt, then more
+    prompt = decode_codes(codec, codes)
+    np.testing.assert_allclose(out.audio[:len(prompt)], prompt, atol=1e-4)
+
+
+def test_same_seed_same_output(files, model):
+    speech, codec, tokenizer = model
+    runs = [synthesize(speech.lm, codec, tokenizer, TEXT, layout=speech.layout, seed=seed)
+            for seed in (3, 3, 4)]
+    assert np.array_equal(runs[0].frames, runs[1].frames)
+    assert np.array_equal(runs[0].audio, runs[1].audio)
+    assert not np.array_equal(runs[0].frames, runs[2].frames)
+    audio = load_audio(files["wav"])
+    a, b = (continue_speech(speech.lm, codec, audio, 0.8, layout=speech.layout, seed=5).audio
+            for _ in range(2))
+    assert np.array_equal(a, b)
+
+
+def test_voice_and_mode_errors(files, model):
+    speech, codec, tokenizer = model
+    check_voice(None)
+    check_voice("default")
+    with pytest.raises(VoxlmError, match="no voice conditioning"):
+        synthesize(speech.lm, codec, tokenizer, TEXT, voice="alice", layout=speech.layout)
+    with pytest.raises(VoxlmError, match="continuation mode"):
+        synthesize(speech.lm, codec, tokenizer, TEXT, layout=SpeechLayout(mode="continuation"))
+    with pytest.raises(VoxlmError, match="no words"):
+        synthesize(speech.lm, codec, tokenizer, "  ", layout=speech.layout)
+    with pytest.raises(VoxlmError, match="codec does not fit"):
+        continue_speech(speech.lm, Codec(replace(codec_config("tiny"), codebook_size=32)),
+                        load_audio(files["wav"]), 1.0)
+
+
+# ---------------------------------------------------------------- the commands
+
+def _voxlm(*args, cwd=None):
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "voxlm", *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=120)
+
+
+def test_cli_tts_asr_continue_end_to_end(files):
+    root, run = files["root"], files["run"]
+    spoken = root / "tts.wav"
+    result = _voxlm("tts", TEXT, "-o", spoken, "--checkpoint", run, "--seed", "2",
+                    "--temperature", "0.9", "--top-k", "20", "--top-p", "0.95")
+    assert result.returncode == 0, result.stderr
+    assert spoken.exists() and "wrote" in result.stdout
+    assert len(load_audio(spoken)) >= sum(1 + len(w) for w in tokenize_words(
+        [{"w": w} for w in TEXT.split()], load_speech_lm(run).tokenizer())) * HOP
+    result = _voxlm("asr", spoken, "--checkpoint", run / "model.safetensors",
+                    "--codec", files["codec"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("\n") and "Traceback" not in result.stderr
+    more = root / "more.wav"
+    result = _voxlm("continue", spoken, "-o", more, "--seconds", "1", "--checkpoint", run)
+    assert result.returncode == 0, result.stderr
+    frames = -(-len(load_audio(spoken)) // HOP)
+    assert len(load_audio(more)) == (frames + round(12.5)) * HOP
+
+
+def test_cli_errors_are_one_line(files, tmp_path, capsys):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not really a wav file at all")
+    cases = [("asr", bad, "--checkpoint", files["run"]),
+             ("tts", "hi", "-o", tmp_path / "x.wav", "--checkpoint", tmp_path / "missing"),
+             ("tts", "hi", "-o", tmp_path / "x.wav", "--voice", "alice",
+              "--checkpoint", files["run"]),
+             ("continue", files["wav"], "-o", tmp_path / "y.mp3", "--checkpoint", files["run"])]
+    for args in cases:  # in this process: the same code path as `python -m voxlm`, faster
+        assert main([str(a) for a in args]) == 2, args
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("voxlm: error:"), lines
+    assert not (tmp_path / "x.wav").exists()
+    if not default_lm_path().exists():  # no shipped LM yet: the error says how to get one
+        result = _voxlm("continue", files["wav"], "-o", tmp_path / "y.wav")
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.startswith("voxlm: error:") and "voxlm lm train" in result.stderr
+        assert "--checkpoint" in result.stderr
