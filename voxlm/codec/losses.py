@@ -65,6 +65,25 @@ class MultiScaleMelLoss(nn.Module):
         return total / len(self.scales)
 
 
+class MultiResolutionSTFTLoss(nn.Module):
+    """Linear-frequency magnitudes at several resolutions: L1 of log magnitudes plus spectral
+    convergence (DDSP, Parallel WaveGAN). Unlike mel bands, a 1024-point spectrum resolves the
+    harmonics of a voice at every frequency, so noise between harmonics costs here."""
+
+    def __init__(self, sizes=(512, 1024, 2048), floor: float = 1e-4):
+        super().__init__()
+        self.sizes, self.floor = sizes, floor
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:  # [B, N] each
+        total = 0.0
+        for n_fft in self.sizes:
+            a, b = magnitude(fake, n_fft, n_fft // 4), magnitude(real, n_fft, n_fft // 4)
+            log_l1 = F.l1_loss(torch.log(a + self.floor), torch.log(b + self.floor))
+            convergence = torch.linalg.norm(a - b) / torch.linalg.norm(b).clamp(min=1e-6)
+            total = total + log_l1 + convergence
+        return total / len(self.sizes)
+
+
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """1 - cosine similarity per frame, averaged. student, teacher [B, T, D]."""
     frames = min(student.shape[1], teacher.shape[1])

@@ -23,8 +23,8 @@ from ..errors import VoxlmError
 from ..pitch import cache_pitch, load_pitch
 from ..train import no_sync, unwrap
 from .discriminators import Discriminators
-from .losses import (MultiScaleMelLoss, discriminator_loss, distill_loss, feature_matching_loss,
-                     generator_loss)
+from .losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, discriminator_loss, distill_loss,
+                     feature_matching_loss, generator_loss)
 from .model import STFT_HOP, Codec, CodecConfig
 from .teacher import TEACHER_DIM, TEACHER_RATE, cache_teacher_features, load_teacher_features
 
@@ -39,6 +39,7 @@ class CodecTrainConfig:
     adversarial_start: int = 2000  # steps of reconstruction-only training before the GAN
     disc_frames: int = 8  # the discriminators see a random crop of this many frames (0.64 s)
     mel_weight: float = 15.0
+    stft_weight: float = 5.0  # linear-frequency multi-resolution STFT loss (harmonic detail)
     commit_weight: float = 1.0
     distill_weight: float = 5.0
     adv_weight: float = 1.0
@@ -127,6 +128,7 @@ class CodecTask:
         self.corpus, self.model_config, self.config = corpus, model_config, config
         self.progress = progress
         self.mel_loss = MultiScaleMelLoss()
+        self.stft_loss = MultiResolutionSTFTLoss()
 
     # ---- the interface the Trainer uses ----
     def setup(self, dist, train_config):
@@ -134,6 +136,10 @@ class CodecTask:
         self.dist, self.train_config = dist, train_config
         self.codec = Codec(self.model_config)
         self.discriminators = Discriminators()
+        for flag, value in (("--batch-size", self.config.batch_size), ("--accum", self.config.accum),
+                            ("--segment-frames", self.config.segment_frames)):
+            if value < 1:
+                raise VoxlmError(f"{flag} is {value}", "pass a whole number of at least 1")
         if self.config.batch_size % (dist.world * self.config.accum):
             raise VoxlmError(f"batch size {self.config.batch_size} does not split over "
                              f"{dist.world} processes x {self.config.accum} microbatches",
@@ -209,8 +215,11 @@ class CodecTask:
                 losses = {"mel": self.mel_loss(fake[:, 0], audio[:, 0]),
                           "commit": out.result.commit_loss,
                           "distill": distill_loss(out.semantic_states, teacher)}
+                if c.stft_weight:
+                    losses["stft"] = self.stft_loss(fake[:, 0], audio[:, 0])
                 total = (c.mel_weight * losses["mel"] + c.commit_weight * losses["commit"]
-                         + c.distill_weight * losses["distill"])
+                         + c.distill_weight * losses["distill"]
+                         + c.stft_weight * losses.get("stft", 0.0))
                 if out.pitch is not None:
                     losses["f0"], losses["voicing"] = pitch_losses(out.pitch, f0)
                     total = total + c.pitch_weight * (losses["f0"] + losses["voicing"])

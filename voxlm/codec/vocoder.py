@@ -118,29 +118,43 @@ class HarmonicNoiseVocoder(StreamingModule):
 
     def _harmonic(self, f0, amplitudes, state: VocoderState) -> torch.Tensor:
         """Sum of harmonics, F0 and amplitudes ramping linearly over each frame from the
-        previous frame's values -> [B, T * hop]; advances the state's phase, F0, amplitudes."""
+        previous frame's values -> [B, T * hop]; advances the state's phase, F0, amplitudes.
+
+        The phase within a frame is the ramp's closed-form integral, so only the T frame-start
+        phases are accumulated (in float64, wrapped to [0, 2 pi))."""
         batch, frames = f0.shape
         if not frames:
             return f0.new_zeros(batch, 0)
+        dtype, hop = amplitudes.dtype, self.hop
         f0_last = state.f0 if state.f0 is not None else f0[:, 0]
-        ramp64 = torch.arange(1, self.hop + 1, dtype=torch.float64, device=f0.device) / self.hop
+        n = torch.arange(1, hop + 1, dtype=torch.float64, device=f0.device)  # samples 1..hop
+        ramp = (n / hop).to(dtype)  # [hop]
+        linear, quadratic = n.to(dtype), (n * (n + 1) / (2 * hop)).to(dtype)
+        radians = 2 * math.pi / self.sample_rate  # per Hz per sample
         pieces = []
         step = frames if torch.is_grad_enabled() else SYNTH_CHUNK
         for lo in range(0, frames, step):
             cur_f0, cur_amp = f0[:, lo: lo + step], amplitudes[:, lo: lo + step]
+            t = cur_f0.shape[1]
             prev_f0 = torch.cat([f0_last[:, None], cur_f0[:, :-1]], 1)
             prev_amp = torch.cat([state.amplitudes[:, None].to(cur_amp), cur_amp[:, :-1]], 1)
-            with torch.no_grad():  # [B, t, hop] Hz -> phase [B, t * hop]
-                hz = prev_f0.double()[..., None] + (cur_f0 - prev_f0).double()[..., None] * ramp64
-                phase = state.phase[:, None] + torch.cumsum(hz.flatten(1) * (2 * math.pi / self.sample_rate), 1)
-                phase = torch.remainder(phase, 2 * math.pi)
-                sines = torch.sin(phase.to(cur_amp.dtype)[..., None] * self.orders.to(cur_amp.dtype))  # [B, t * hop, K]
-                sines = sines.view(batch, cur_f0.shape[1], self.hop, self.harmonics)
-            ramp = ramp64.to(cur_amp.dtype)[:, None]  # [hop, 1]
-            start = torch.einsum("btjk,btk->btj", sines, prev_amp)
-            end = torch.einsum("btjk,btk->btj", sines, cur_amp)
-            pieces.append((start * (1 - ramp[:, 0]) + end * ramp[:, 0]).flatten(1))
-            state.phase, f0_last = phase[:, -1], cur_f0[:, -1]
-            state.amplitudes = cur_amp[:, -1].detach()
+            with torch.no_grad():
+                rise = cur_f0 - prev_f0  # [B, t]
+                advance = (prev_f0.double() * hop + rise.double() * (hop + 1) / 2) * radians
+                ends = state.phase[:, None] + torch.cumsum(advance, 1)  # [B, t] float64
+                starts = torch.remainder(torch.cat([state.phase[:, None], ends[:, :-1]], 1),
+                                         2 * math.pi).to(dtype)
+                phase = starts[..., None] + radians * (prev_f0[..., None] * linear
+                                                       + rise[..., None] * quadratic)  # [B, t, hop]
+                # harmonics above 0.48 x the sample rate at the chunk's lowest F0 are silent
+                lowest = float(torch.minimum(cur_f0.min(), prev_f0.min()))
+                k = min(self.harmonics, int(0.48 * self.sample_rate / max(lowest, 1.0)) + 1)
+                sines = torch.sin(phase[..., None] * self.orders[:k].to(dtype))  # [B, t, hop, k]
+            # both ends' amplitudes in one product, then the linear ramp between them
+            both = torch.stack([prev_amp[..., :k], cur_amp[..., :k]], -1).view(batch * t, k, 2)
+            mixed = torch.bmm(sines.view(batch * t, hop, k), both).view(batch, t, hop, 2)
+            pieces.append((mixed[..., 0] * (1 - ramp) + mixed[..., 1] * ramp).flatten(1))
+            state.phase = torch.remainder(ends[:, -1], 2 * math.pi)
+            f0_last, state.amplitudes = cur_f0[:, -1], cur_amp[:, -1].detach()
         state.f0 = f0_last
         return torch.cat(pieces, 1)
