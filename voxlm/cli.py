@@ -31,6 +31,7 @@ EXAMPLES = {
     "asr": "voxlm asr speech.wav --checkpoint runs/lm",
     "continue": "voxlm continue prompt.wav -o more.wav --seconds 5 --checkpoint runs/lm",
     "eval codec": "voxlm eval codec --data data/heldout --data data/realset --report reports/codec",
+    "eval lm": "voxlm eval lm --report reports/lm --checkpoint runs/lm --data data/tokens --real data/realset",
     "units fit": "voxlm units fit --data data/corpus --out units.npz --k 100",
     "units encode": "voxlm units encode --data data/corpus --units units.npz --out units.jsonl",
     "units abx": "voxlm units abx --data data/corpus --units units.npz",
@@ -273,11 +274,12 @@ def cmd_eval_codec(args):
     print(f"report: {path}")
 
 
-def cmd_eval_codec(args):
-    from .eval.codec_suite import run_codec_eval
+def cmd_eval_lm(args):
+    from .eval.lm import run_lm_eval
 
-    path = run_codec_eval(args.data, args.report, args.checkpoint, tuple(args.bitrates),
-                          args.limit, args.probe_data, not args.no_baselines, not args.quiet)
+    path = run_lm_eval(args.report, args.checkpoint, args.codec, args.data, args.limit, args.real,
+                       args.tasks, not args.no_speech, args.speech_limit, args.cache, args.seed,
+                       not args.quiet)
     print(f"report: {path}")
 
 
@@ -319,6 +321,24 @@ def _add_eval_and_units(top, add):
     p.add_argument("--limit", type=int, default=30, help="files per set")
     p.add_argument("--probe-data", type=Path, help="corpus with word timings for the codebook probe")
     p.add_argument("--no-baselines", action="store_true", help="only our codec")
+    p.add_argument("--quiet", action="store_true")
+    p = add(sub, "lm", "eval lm", cmd_eval_lm,
+            "LM validation loss per stream, zero-shot spoken minimal pairs (sWUGGY-, sBLIMP-, "
+            "tStoryCloze-like) in held-out voices, TTS and ASR word error rates")
+    p.add_argument("--report", required=True, type=Path, help="report folder")
+    p.add_argument("--checkpoint", type=Path, help="LM run folder or model file (default: shipped)")
+    p.add_argument("--codec", type=Path,
+                   help="codec model or run folder (default: the one the LM's tokens came from)")
+    p.add_argument("--data", type=Path, help="tokens folder: validation loss on its held-out splits")
+    p.add_argument("--limit", type=int, default=200,
+                   help="pairs per zero-shot task and streams per validation layout")
+    p.add_argument("--tasks", type=_csv, default=("swuggy", "sblimp", "tstorycloze"),
+                   help="comma-separated zero-shot tasks (swuggy,sblimp,tstorycloze; '' for none)")
+    p.add_argument("--real", type=Path, help="realset folder (voxlm synth realset) for real-speech ASR")
+    p.add_argument("--no-speech", action="store_true", help="skip the TTS and ASR measures")
+    p.add_argument("--speech-limit", type=int, default=50, help="utterances per TTS / ASR set")
+    p.add_argument("--cache", type=Path, help="synthesized pair audio and codes (default REPORT/cache)")
+    p.add_argument("--seed", type=int, default=0, help="pair sampling and generation seed")
     p.add_argument("--quiet", action="store_true")
 
     units = top.add_parser("units", help=f"GSLM-style k-means units (e.g. `{EXAMPLES['units fit']}`)")
