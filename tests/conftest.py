@@ -50,3 +50,35 @@ def tiny_corpus(tmp_path_factory):
     manifest = synthesize_corpus(out, config, progress=False)
     cache_teacher_features(out, read_manifest(manifest), progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory):
+    """Four eSpeak sentences (about 9 s, all train) with cached teacher features and pitch:
+    enough for a few tiny-codec training steps in a subprocess."""
+    from voxlm.audio import save_audio
+    from voxlm.codec.teacher import cache_teacher_features
+    from voxlm.data import write_manifest
+    from voxlm.pitch import cache_pitch
+    from voxlm.synth.engines import get_engine, parse_voice
+
+    out = tmp_path_factory.mktemp("small_corpus")
+    sentences = ["The quick brown fox jumps over the lazy dog.", "Can you count from three to nine?",
+                 "We walked along the river until sunset.", "She opened the window and smiled."]
+    engine = get_engine("espeak")
+    rows = []
+    try:
+        for i, text in enumerate(sentences):
+            voice = parse_voice(("espeak:en-us+m1", "espeak:en-us+f2")[i % 2])
+            speech = engine.speak(text, voice)
+            save_audio(out / "audio" / f"{i:03d}.wav", speech.audio)
+            rows.append({"id": f"{i:03d}", "audio": f"audio/{i:03d}.wav",
+                         "duration": round(speech.duration, 3), "text": text,
+                         "words": [{"w": w.w, "start": w.start, "end": w.end} for w in speech.words],
+                         "speaker": voice.id, "engine": "espeak", "split": "train"})
+    finally:
+        engine.close()
+    write_manifest(out / "manifest.jsonl", rows)
+    cache_teacher_features(out, rows, progress=False)
+    cache_pitch(out, rows, progress=False)
+    return out

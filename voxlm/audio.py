@@ -77,6 +77,8 @@ def load_audio(path, sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_SE
     import soundfile as sf
 
     path = Path(path)
+    if not max_seconds > 0:
+        raise _error(path, f"a limit of {max_seconds} s admits no audio", "pass a positive limit")
     if not path.exists():
         raise _error(path, "no such file", "check the path")
     if path.is_dir():
@@ -112,7 +114,11 @@ def load_audio(path, sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_SE
     check_audio(audio, path)
     if mono:
         audio = audio.mean(axis=1)  # [T]
-    return resample(audio, rate, sample_rate)
+    audio = resample(audio, rate, sample_rate)
+    if audio.shape[0] == 0:  # one sample at 44.1 kHz is none at 16 kHz
+        raise _error(path, f"audio is shorter than one sample at {sample_rate} Hz",
+                     "pass a file with more audio in it")
+    return audio
 
 
 def save_audio(path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:

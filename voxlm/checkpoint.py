@@ -4,12 +4,15 @@
     tensors, config = load_model(path, kind="codec")
 
 The checksum (sha256 over names, shapes and bytes of every tensor) is stored in the header, so
-a truncated or altered file is caught with a clear error instead of a shape error later.
+a truncated or altered file is caught with a clear error instead of a shape error later; a second
+one covers the header's kind, version, config and extra (files without it still load).
+Training states (`save_torch_atomic`) end in a sha256 of the torch file before it, checked on load.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .data import file_mode
+from .data import file_mode, write_atomic
 from .errors import VoxlmError
 
 FORMAT_VERSION = 1
@@ -30,6 +33,11 @@ def tensor_digest(tensors: dict) -> str:
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
+
+
+def header_digest(metadata: dict) -> str:
+    text = json.dumps([metadata.get(k) for k in ("kind", "format_version", "config", "extra")])
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _atomic_target(path: Path):
@@ -87,6 +95,7 @@ def save_model(path, kind: str, config, state_dict: dict, dtype: torch.dtype | N
     metadata = {"kind": kind, "format_version": str(FORMAT_VERSION),
                 "config": json.dumps(config_dict), "sha256": tensor_digest(tensors),
                 "extra": json.dumps(extra or {})}
+    metadata["header_sha256"] = header_digest(metadata)
     temp = _atomic_target(path)
     try:
         save_file(tensors, str(temp), metadata=metadata)
@@ -119,10 +128,17 @@ def load_model(path, kind: str) -> tuple[dict, dict, dict]:
     if version != str(FORMAT_VERSION):
         raise VoxlmError(f"{path} has format version {version}, this voxlm reads {FORMAT_VERSION}",
                          "re-export the checkpoint with this version of voxlm")
-    if tensor_digest(tensors) != metadata.get("sha256"):
+    if tensor_digest(tensors) != metadata.get("sha256") or (
+            "header_sha256" in metadata and header_digest(metadata) != metadata["header_sha256"]):
         raise VoxlmError(f"{path} failed its checksum", "the file is corrupt: copy or train it again")
-    return (dequantize_int8(tensors), json.loads(metadata["config"]),
-            json.loads(metadata.get("extra", "{}")))
+    try:
+        config, extra = json.loads(metadata.get("config", "")), json.loads(metadata.get("extra", "{}"))
+    except json.JSONDecodeError:
+        config = extra = None
+    if not isinstance(config, dict) or not isinstance(extra, dict):
+        raise VoxlmError(f"{path} has an unreadable config in its header",
+                         "the file is corrupt: copy or train it again")
+    return dequantize_int8(tensors), config, extra
 
 
 def load_into(module: torch.nn.Module, tensors: dict, path, optional=()) -> torch.nn.Module:
@@ -143,22 +159,33 @@ def load_into(module: torch.nn.Module, tensors: dict, path, optional=()) -> torc
     return module
 
 
+STATE_TRAILER = b"voxlm-sha256"  # then 32 bytes: sha256 of the torch file before the trailer
+
+
 def save_torch_atomic(path, obj) -> Path:
-    path = Path(path)
-    temp = _atomic_target(path)
-    try:
-        torch.save(obj, temp)
-        os.chmod(temp, file_mode())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    return path
+    """torch.save `obj` atomically, followed by STATE_TRAILER and the sha256 of what it follows
+    (torch.load still reads the file: zip archives are found from their end)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getbuffer()
+    return write_atomic(path, b"".join([data, STATE_TRAILER, hashlib.sha256(data).digest()]))
 
 
 def load_torch(path):
+    """Load a file from save_torch_atomic, checking its sha256 (files written before the
+    checksum existed have no trailer: they must at least end where a zip archive ends)."""
     path = Path(path)
+    fix = "it is truncated or corrupt: restore a copy, or delete it to restart from step 0"
+    data = memoryview(path.read_bytes())
+    end = len(data) - 32 - len(STATE_TRAILER)
+    if end >= 0 and data[end: end + len(STATE_TRAILER)] == STATE_TRAILER:
+        if hashlib.sha256(data[:end]).digest() != data[-32:]:
+            raise VoxlmError(f"{path} failed its checksum", fix)
+        data = data[:end]
+    elif data[-22:-18] != b"PK\x05\x06":  # the zip end record torch.save writes last
+        raise VoxlmError(f"{path} is not a readable training state (it does not end as one)", fix)
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
     except Exception as error:
         raise VoxlmError(f"{path} is not a readable training state ({type(error).__name__})",
-                         "it is truncated or corrupt: delete it to restart, or restore a copy") from None
+                         fix) from None

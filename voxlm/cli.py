@@ -582,6 +582,15 @@ def main(argv=None) -> int:
         print("voxlm: interrupted; finished work is kept, run the same command to resume",
               file=sys.stderr)
         return 130
+    except OSError as exc:  # the file system refused: a file in the way, no permission, disk full
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        blocked = isinstance(exc, (FileExistsError, NotADirectoryError))
+        reason = "a file is where a folder should be" if blocked else exc.strerror or exc
+        print(f"voxlm: error: {where}{reason}; check the path, its permissions and free disk space",
+              file=sys.stderr)
+        return 2
     except Exception as exc:  # a bug: one line, and how to see more
         if args.debug:
             raise

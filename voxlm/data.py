@@ -7,6 +7,7 @@ Manifest row (DESIGN.md 4): {"id", "audio", "duration", "text", "words": [{"w", 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -16,6 +17,8 @@ from .errors import VoxlmError
 REQUIRED = {"id": str, "audio": str, "duration": (int, float), "text": str, "words": list,
             "speaker": str, "engine": str, "split": str}
 SPLITS = ("train", "valid", "test")
+WRITE_AS = {str: "a string in quotes", list: "a JSON list, [] if empty",
+            (int, float): "a number without quotes, e.g. 2.5"}
 
 
 def file_mode() -> int:
@@ -61,6 +64,16 @@ def write_manifest(path, rows) -> Path:
     return write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def _seconds(value) -> bool:
+    """True for a finite number >= 0 (not a bool)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value) and value >= 0
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def check_row(row, where: str, root: Path | None = None) -> dict:
     """Validate one manifest row; raise VoxlmError naming the line and the problem."""
     if not isinstance(row, dict):
@@ -72,15 +85,28 @@ def check_row(row, where: str, root: Path | None = None) -> dict:
                              f"{', '.join(REQUIRED)}")
         if not isinstance(row[key], kind) or isinstance(row[key], bool):
             raise VoxlmError(f"{where}: field '{key}' should be {getattr(kind, '__name__', 'a number')},"
-                             f" got {type(row[key]).__name__}")
+                             f" got {type(row[key]).__name__}; write it as {WRITE_AS[kind]}")
     if row["split"] not in SPLITS:
-        raise VoxlmError(f"{where}: split '{row['split']}' is not one of {', '.join(SPLITS)}")
+        raise VoxlmError(f"{where}: split '{row['split']}' is not one of {', '.join(SPLITS)}; "
+                         "use one of those")
+    if not row["id"]:
+        raise VoxlmError(f"{where}: field 'id' is empty; give every row its own id")
+    if not _seconds(row["duration"]):
+        raise VoxlmError(f"{where}: duration {str(row['duration'])[:20]} is not a length in seconds; "
+                         "it should be a finite number >= 0")
     for k, w in enumerate(row["words"]):
         if not (isinstance(w, dict) and isinstance(w.get("w"), str)
-                and isinstance(w.get("start"), (int, float)) and isinstance(w.get("end"), (int, float))):
-            raise VoxlmError(f"{where}: words[{k}] should be {{\"w\": str, \"start\": s, \"end\": s}}")
+                and _seconds(w.get("start")) and _seconds(w.get("end"))):
+            raise VoxlmError(f"{where}: words[{k}] is not {{\"w\": str, \"start\": s, \"end\": s}}; "
+                             "give each word its text and its times in seconds >= 0")
     if root is not None:
-        audio = (root / row["audio"]).resolve()
+        try:
+            audio = (root / row["audio"]).resolve()
+        except (ValueError, OSError):  # a NUL byte, a lone surrogate, a symlink loop
+            audio = None
+        if audio is None or not row["audio"].strip() or audio == root.resolve():
+            raise VoxlmError(f"{where}: audio path {row['audio']!r} does not name a file; "
+                             "use a path relative to the manifest, e.g. audio/0001.wav")
         if Path(row["audio"]).is_absolute() or not audio.is_relative_to(root.resolve()):
             raise VoxlmError(f"{where}: audio path '{row['audio']}' points outside the corpus "
                              f"folder {root}; use a path relative to the manifest")
@@ -104,6 +130,9 @@ def read_manifest(path) -> list:
             except json.JSONDecodeError as exc:
                 raise VoxlmError(f"{path}:{n}: not valid JSON ({exc.msg}); "
                                  "each line must be one JSON object") from None
+            except RecursionError:
+                raise VoxlmError(f"{path}:{n}: JSON nested too deeply; "
+                                 "each line must be one flat utterance object") from None
             rows.append(check_row(row, f"{path}:{n}", path.parent))
     if not rows:
         raise VoxlmError(f"{path}: manifest is empty; generate data with `voxlm synth corpus`")

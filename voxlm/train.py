@@ -29,7 +29,8 @@ import torch
 import torch.distributed as dist
 
 from .checkpoint import load_torch, save_torch_atomic
-from .data import write_atomic
+from .data import remove_stale_temps, write_atomic
+from .errors import VoxlmError
 
 
 @dataclass
@@ -111,6 +112,10 @@ class Trainer:
     def __init__(self, task, config: TrainConfig, out, progress: bool = True):
         self.task, self.config, self.out = task, config, Path(out)
         self.progress = progress
+        for flag, value, least in (("--steps", config.steps, 1), ("--save-every", config.save_every, 1),
+                                   ("--log-every", config.log_every, 1), ("--threads", config.threads, 0)):
+            if value < least:
+                raise VoxlmError(f"{flag} is {value}", f"pass a whole number of at least {least}")
         self.dist = setup_distributed()
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -139,9 +144,17 @@ class Trainer:
             dist.barrier()
 
     def resume(self) -> bool:
+        """Continue from train_state.pt if there is one; either way drop what a killed run left
+        after its last checkpoint (temp files, curve rows)."""
+        if self.dist.main:
+            remove_stale_temps(self.out)
         if not self.state_path.exists():
+            self._trim_metrics()
             return False
         state = load_torch(self.state_path)
+        if not isinstance(state, dict) or not {"step", "rng", "modules", "optimizers"} <= set(state):
+            raise VoxlmError(f"{self.state_path} is not a voxlm training state",
+                             "pass a new --out folder, or delete the file to restart from step 0")
         self.task.load_state(state.get("task", {}))  # first: it names a config mismatch
         for name, module in self.task.modules.items():
             unwrap(module).load_state_dict(state["modules"][name])
@@ -153,11 +166,16 @@ class Trainer:
         return True
 
     def _trim_metrics(self):
-        """Drop curve rows logged after the checkpoint we resume from."""
+        """Drop curve rows logged after the checkpoint we resume from (and a line cut short)."""
         path = self.out / "metrics.jsonl"
         if self.dist.main and path.exists():
-            rows = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= self.step]
+            rows = []
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    if json.loads(line)["step"] <= self.step:
+                        rows.append(line)
+                except (ValueError, TypeError, KeyError):
+                    continue
             write_atomic(path, "".join(row + "\n" for row in rows))
 
     # ---- logging ----

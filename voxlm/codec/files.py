@@ -5,6 +5,7 @@ Code files are .npy arrays of int16 [K, T] (K codebooks, T frames at 12.5 Hz).
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -59,9 +60,11 @@ def n_q_for(codec: Codec, kbps: float | None) -> int:
     if kbps is None:
         return codec.config.n_q
     lowest = codec.config.kbps(1)
+    choices = f"choose one of {', '.join(f'{codec.config.kbps(k):g}' for k in range(1, codec.config.n_q + 1))}"
+    if not math.isfinite(kbps):
+        raise VoxlmError(f"bitrate {kbps} is not a number of kbps", choices)
     if kbps < lowest:
-        raise VoxlmError(f"bitrate {kbps} kbps is below this codec's lowest, {lowest:g} kbps",
-                         f"choose one of {', '.join(f'{codec.config.kbps(k):g}' for k in range(1, codec.config.n_q + 1))}")
+        raise VoxlmError(f"bitrate {kbps} kbps is below this codec's lowest, {lowest:g} kbps", choices)
     return codec.config.n_q_for_kbps(kbps)
 
 
@@ -81,7 +84,7 @@ def decode_file(source, target, checkpoint=None) -> float:
     except FileNotFoundError:
         raise VoxlmError(f"code file not found: {source}", "check the path") from None
     except (ValueError, OSError) as error:
-        raise VoxlmError(f"{source} is not a .npy code file ({error})",
+        raise VoxlmError(f"{source} is not a .npy code file ({str(error).split('. ')[0]})",
                          "make one with: voxlm codec encode IN.wav OUT.npy") from None
     if codes.ndim != 2 or not np.issubdtype(codes.dtype, np.integer):
         raise VoxlmError(f"{source} holds {codes.dtype} {codes.shape}, codes are integers [K, T]",

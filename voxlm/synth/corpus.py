@@ -59,7 +59,8 @@ def choose_voices(config: CorpusConfig) -> list:
     if config.voices is None:
         return [v for vs in per_engine for v in vs]
     if config.voices < 1:
-        raise VoxlmError(f"--voices {config.voices}: need at least one voice")
+        raise VoxlmError(f"--voices {config.voices} selects no voices",
+                         "pass at least one voice, or leave it out for all")
     rank = {"test": 1, "valid": 2}
     ordered = []
     for vs in per_engine:
@@ -189,7 +190,8 @@ def synthesize_corpus(out_dir, config: CorpusConfig, progress: bool = True) -> P
     if out.exists() and not out.is_dir():
         raise VoxlmError(f"{out}: exists and is not a folder; pass a new or corpus folder to --out")
     if config.minutes <= 0:
-        raise VoxlmError(f"--minutes {config.minutes}: must be positive")
+        raise VoxlmError(f"--minutes {config.minutes} must be positive",
+                         "pass the minutes of audio to make, e.g. 30")
     planner = Planner(config)  # validates engines, voices and sources before any work starts
     config_path = out / "corpus.json"
     saved = {"config": json.loads(json.dumps(asdict(config))), "voices": planner.splits}

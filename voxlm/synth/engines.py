@@ -175,6 +175,8 @@ class Engine:
         """Speak `text`. rate: speaking-rate factor (1 = engine default). pitch: pitch factor,
         honoured by espeak; other engines get pitch variety from augmentation (sox)."""
         text = check_text(text)
+        if not 0.25 <= rate <= 4.0:
+            raise VoxlmError(f"speaking rate {rate} is outside 0.25..4", "pass a factor such as 0.8 or 1.2")
         voice = self.voices()[0] if voice is None else voice
         voice = parse_voice(voice) if isinstance(voice, str) else voice
         if voice.engine != self.name:
