@@ -150,7 +150,6 @@ def test_tiny_codec_learns(tiny_corpus, tmp_path):
     assert len(rows) == 40 and all(np.isfinite(r["mel"]) for r in rows)
     after = held_out_mel(trainer.task, trainer.task.codec)
     assert after < 0.8 * before, (before, after)
-    assert rows[-1]["f0"] < rows[0]["f0"] or rows[-1]["voicing"] < rows[0]["voicing"]
     codec = load_codec(tmp_path)  # the exported inference file loads and runs
     assert codec.encode(torch.zeros(1, 1, codec.config.hop)).shape == (1, 4, 1)
 

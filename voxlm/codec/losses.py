@@ -79,7 +79,8 @@ class MultiResolutionSTFTLoss(nn.Module):
         for n_fft in self.sizes:
             a, b = magnitude(fake, n_fft, n_fft // 4), magnitude(real, n_fft, n_fft // 4)
             log_l1 = F.l1_loss(torch.log(a + self.floor), torch.log(b + self.floor))
-            convergence = torch.linalg.norm(a - b) / torch.linalg.norm(b).clamp(min=1e-6)
+            convergence = (torch.linalg.norm((a - b).flatten(1), dim=1)  # per example, so that
+                           / torch.linalg.norm(b.flatten(1), dim=1).clamp(min=1e-6)).mean()  # DDP = 1 process
             total = total + log_l1 + convergence
         return total / len(self.sizes)
 

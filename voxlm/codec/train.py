@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..audio import load_audio
+from ..audio import SAMPLE_RATE, load_audio
 from ..checkpoint import save_model
 from ..data import read_manifest
 from ..errors import VoxlmError
@@ -53,6 +53,8 @@ class CodecTrainConfig:
     remove_teacher_position: bool = True
     pitch_weight: float = 5.0  # L1 on log F0 (voiced frames) + voicing cross-entropy
     pitch_teacher_forcing: bool = True  # synthesise with the target F0 where it is voiced
+    band_limit_share: float = 0.3  # rows low-passed at 3.4-4 kHz, like telephone speech
+    gain_db: tuple = (-10.0, 6.0)  # range of the random level change per row
 
 
 class CodecData:
@@ -101,9 +103,12 @@ class CodecData:
                 self.pitch.append(np.pad(f0, (0, frames * self.sub - len(f0))).astype(np.float16))
         self.seconds = sum(len(a) for a in self.audio) / config.sample_rate
 
-    def batch(self, seed: int, step: int, size: int, frames: int):
+    def batch(self, seed: int, step: int, size: int, frames: int, band_limit_share: float = 0.0,
+              gain_db: tuple = (0.0, 0.0)):
         """-> audio [size, 1, frames * hop], teacher [size, frames, 384], F0 targets
-        [size, frames * hop / 160] (Hz, 0 where unvoiced; all 0 without pitch), all float32."""
+        [size, frames * hop / 160] (Hz, 0 where unvoiced; all 0 without pitch), all float32.
+        A `band_limit_share` of the rows is low-passed at 3.4-4 kHz (telephone speech) and each
+        row's level is moved by a gain drawn from `gain_db`: the codec reproduces what it gets."""
         rng = np.random.default_rng([seed, step])
         audio = np.zeros((size, 1, frames * self.hop), np.float32)
         teacher = np.zeros((size, frames, self.teacher[0].shape[1]), np.float32)
@@ -117,6 +122,14 @@ class CodecData:
             teacher[row, :take] = self.teacher[item][start: start + take]
             if self.pitch:
                 f0[row, : take * self.sub] = self.pitch[item][start * self.sub: (start + take) * self.sub]
+        for row in range(size):  # drawn after the items, so the items do not depend on these
+            if rng.random() < band_limit_share:
+                spectrum = np.fft.rfft(audio[row, 0])
+                cutoff = rng.uniform(3400.0, 4000.0) / (SAMPLE_RATE / 2) * (len(spectrum) - 1)
+                spectrum[int(cutoff):] = 0.0
+                audio[row, 0] = np.fft.irfft(spectrum, n=audio.shape[-1])
+            audio[row, 0] *= 10.0 ** (rng.uniform(*gain_db) / 20.0)
+        np.clip(audio, -1.0, 1.0, out=audio)
         return torch.from_numpy(audio), torch.from_numpy(teacher), torch.from_numpy(f0)
 
 
@@ -185,7 +198,8 @@ class CodecTask:
     def batch(self, step: int, dist):
         """This process's microbatches of the global batch for `step`."""
         tensors = self.data.batch(self.train_config.seed, step, self.config.batch_size,
-                                  self.config.segment_frames)  # audio, teacher, F0
+                                  self.config.segment_frames, self.config.band_limit_share,
+                                  self.config.gain_db)  # audio, teacher, F0
         per_rank = self.config.batch_size // dist.world
         lo = dist.rank * per_rank
         parts = [t[lo: lo + per_rank].to(dist.device).chunk(self.config.accum) for t in tensors]
