@@ -244,3 +244,22 @@ def test_cli_roundtrip_and_bad_input(tmp_path, engines):
     result = run_cli("codec", "train", "--data", tmp_path, "--out", tmp_path / "run")
     assert result.returncode == 2 and "no manifest.jsonl" in result.stderr
 
+
+
+def test_shipped_codec_loads_and_streams():
+    from voxlm.codec.model import default_codec_path
+
+    if not default_codec_path().exists():
+        pytest.skip("no codec ships in voxlm/assets yet")
+    codec = load_codec()
+    assert codec.config.frame_rate == 12.5 and codec.config.kbps() <= 1.5
+    t = torch.arange(codec.config.hop * 10) / 16000
+    audio = (0.1 * torch.sin(2 * math.pi * 150 * t) * (1 + torch.sin(2 * math.pi * 3 * t)))[None, None]
+    codes = codec.encode(audio)
+    with codec.streaming(1):
+        frames = [codec.encode(f) for f in torch.split(audio, codec.config.hop, dim=-1)]
+        streamed = torch.cat([codec.decode(c) for c in frames], -1)
+    assert torch.equal(torch.cat(frames, -1), codes)
+    decoded = codec.decode(codes)
+    assert streamed.shape == decoded.shape == audio.shape
+    assert torch.isfinite(decoded).all() and decoded.abs().max() < 1.0

@@ -288,6 +288,7 @@ def load_codec(path=None, device: str = "cpu") -> Codec:
     if path.is_dir():
         path = path / "model.safetensors"
     tensors, config, _ = load_model(path, "codec")
+    config.setdefault("vocoder", "istft")  # files from before the harmonic vocoder
     try:
         codec = Codec(CodecConfig(**{k: tuple(v) if isinstance(v, list) else v
                                      for k, v in config.items()}))
