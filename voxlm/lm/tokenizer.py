@@ -20,7 +20,6 @@ reserves its own ids first (`streams.TEXT_OFFSET`): tokenizer id i is text id i 
 """
 from __future__ import annotations
 
-import struct
 from functools import lru_cache
 from pathlib import Path
 
@@ -109,58 +108,11 @@ def _read_head(paths, size: int) -> bytes:
 def read_gguf_metadata(paths, prefix: str = "") -> dict:
     """Key-value metadata of a GGUF file (or of its chunk files, in order), keys starting with
     `prefix`. Numeric arrays come back as numpy arrays, string arrays as lists of str."""
-    import numpy as np
-    from gguf import GGUF_MAGIC, GGUFValueType as V
+    from .gguf_header import parse_gguf_header
 
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
-    buf = _read_head(paths, HEADER_BYTES)
-    if len(buf) < 24 or struct.unpack_from("<I", buf)[0] != GGUF_MAGIC:
-        raise VoxlmError(f"{paths[0]} is not a GGUF file (no GGUF magic)",
-                         "pass the path of a .gguf model")
-    version, _, n_kv = struct.unpack_from("<IQQ", buf, 4)
-    if version < 2:
-        raise VoxlmError(f"{paths[0]}: GGUF version {version} is too old", "use GGUF v2 or v3")
-    scalar = {V.UINT8: "<B", V.INT8: "<b", V.UINT16: "<H", V.INT16: "<h", V.UINT32: "<I",
-              V.INT32: "<i", V.FLOAT32: "<f", V.BOOL: "<?", V.UINT64: "<Q", V.INT64: "<q",
-              V.FLOAT64: "<d"}
-    offset = 24
-
-    def take(fmt: str):
-        nonlocal offset
-        value = struct.unpack_from(fmt, buf, offset)
-        offset += struct.calcsize(fmt)
-        return value[0] if len(value) == 1 else value
-
-    def string() -> str:
-        nonlocal offset
-        n = take("<Q")
-        offset += n
-        return buf[offset - n:offset].decode("utf-8", errors="replace")
-
-    def value(kind):
-        nonlocal offset
-        kind = V(kind)
-        if kind == V.STRING:
-            return string()
-        if kind != V.ARRAY:
-            return take(scalar[kind])
-        item, n = take("<IQ")
-        if V(item) == V.STRING:
-            return [string() for _ in range(n)]
-        if V(item) == V.ARRAY:
-            return [value(V.ARRAY) for _ in range(n)]
-        dtype = np.dtype(scalar[V(item)])
-        offset += n * dtype.itemsize
-        return np.frombuffer(buf, dtype, n, offset - n * dtype.itemsize).copy()
-
-    meta = {}
-    try:
-        for _ in range(n_kv):
-            key = string()
-            meta[key] = value(take("<I"))
-    except (struct.error, ValueError) as error:  # truncated, or metadata past HEADER_BYTES
-        raise VoxlmError(f"{paths[0]}: cannot read the GGUF metadata ({error})",
-                         "check that the file is complete") from None
+    meta, _, _ = parse_gguf_header(_read_head(paths, HEADER_BYTES), paths[0], tensors=False,
+                                   what="metadata")
     return {k: v for k, v in meta.items() if k.startswith(prefix)}
 
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import struct
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -115,7 +114,9 @@ def read_gguf(paths) -> GGUFFile:
     About 0.3 s for Gemma 3 (gguf's own GGUFReader takes about 30 s here: it builds a numpy view
     per vocabulary entry)."""
     import numpy as np
-    from gguf import GGML_QUANT_SIZES, GGUF_MAGIC, GGMLQuantizationType, GGUFValueType as V
+    from gguf import GGML_QUANT_SIZES
+
+    from .gguf_header import parse_gguf_header
 
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     for path in paths:
@@ -123,59 +124,9 @@ def read_gguf(paths) -> GGUFFile:
             raise VoxlmError(f"{path}: no such GGUF file", "pass the path of a .gguf model")
     data = (np.memmap(paths[0], np.uint8, mode="r") if len(paths) == 1
             else np.concatenate([np.fromfile(p, np.uint8) for p in paths]))
-    buf = memoryview(data)
-    if len(data) < 24 or struct.unpack_from("<I", buf)[0] != GGUF_MAGIC:
-        raise VoxlmError(f"{paths[0]} is not a GGUF file (no GGUF magic)",
-                         "pass the path of a .gguf model")
-    scalar = {V.UINT8: "<B", V.INT8: "<b", V.UINT16: "<H", V.INT16: "<h", V.UINT32: "<I",
-              V.INT32: "<i", V.FLOAT32: "<f", V.BOOL: "<?", V.UINT64: "<Q", V.INT64: "<q",
-              V.FLOAT64: "<d"}
-    at = 4
-
-    def take(fmt: str):
-        nonlocal at
-        values = struct.unpack_from(fmt, buf, at)
-        at += struct.calcsize(fmt)
-        return values[0] if len(values) == 1 else values
-
-    def string() -> str:
-        nonlocal at
-        n = take("<Q")
-        at += n
-        return bytes(buf[at - n:at]).decode("utf-8", errors="replace")
-
-    def value(kind):
-        nonlocal at
-        kind = V(kind)
-        if kind == V.STRING:
-            return string()
-        if kind != V.ARRAY:
-            return take(scalar[kind])
-        item, n = take("<IQ")
-        if V(item) in (V.STRING, V.ARRAY):
-            return [value(item) for _ in range(n)]
-        dtype = np.dtype(scalar[V(item)])
-        at += n * dtype.itemsize
-        return np.frombuffer(buf, dtype, n, at - n * dtype.itemsize).copy()
-
-    try:
-        version, n_tensors, n_kv = take("<IQQ")
-        if version < 2:
-            raise VoxlmError(f"{paths[0]}: GGUF version {version} is too old", "use GGUF v2 or v3")
-        metadata = {}
-        for _ in range(n_kv):
-            key = string()
-            metadata[key] = value(take("<I"))
-        tensors = {}
-        for _ in range(n_tensors):
-            name = string()
-            dims = take(f"<{take('<I')}Q")
-            dims = (dims,) if isinstance(dims, int) else dims
-            kind, offset = GGMLQuantizationType(take("<I")), take("<Q")
-            tensors[name] = (kind, tuple(reversed(dims)), offset)
-    except (struct.error, ValueError) as error:
-        raise VoxlmError(f"{paths[0]}: cannot read the GGUF header ({error})",
-                         "check that the file is complete") from None
+    metadata, directory, at = parse_gguf_header(memoryview(data), paths[0])
+    tensors = {name: (kind, tuple(reversed(dims)), offset)
+               for name, (kind, dims, offset) in directory.items()}
     align = int(metadata.get("general.alignment", 32))
     start = (at + align - 1) // align * align
     for name, (kind, shape, offset) in tensors.items():
