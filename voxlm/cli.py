@@ -128,18 +128,26 @@ def cmd_demo(args):
 def cmd_codec_train(args):
     from .codec.model import codec_config
     from .codec.train import CodecTask, CodecTrainConfig
-    from .train import TrainConfig, Trainer
 
     config = CodecTrainConfig(batch_size=args.batch_size, accum=args.accum,
                               segment_frames=args.segment_frames,
                               adversarial_start=args.adversarial_start, max_items=args.max_items)
+    _train("codec", CodecTask(args.data, codec_config(args.config), config,
+                              progress=not args.quiet), args)
+
+
+def _train(name: str, task, args, warmup=None, bf16: bool = False):
+    """Run `task` in the shared Trainer with the common flags; the main process says where
+    the model file went."""
+    from .train import TrainConfig, Trainer
+
+    warmup = warmup if warmup is not None else min(500, args.steps // 10 + 1)
     train = TrainConfig(steps=args.steps, save_every=args.save_every, log_every=args.log_every,
-                        seed=args.seed, threads=args.threads, warmup=min(500, args.steps // 10 + 1))
-    task = CodecTask(args.data, codec_config(args.config), config, progress=not args.quiet)
+                        seed=args.seed, threads=args.threads, warmup=warmup, bf16=bf16)
     trainer = Trainer(task, train, args.out, progress=not args.quiet)
     trainer.run()
     if trainer.dist.main:
-        print(f"codec: {args.out / 'model.safetensors'} after {trainer.step} steps")
+        print(f"{name}: {args.out / 'model.safetensors'} after {trainer.step} steps")
 
 
 def cmd_codec_teacher(args):
@@ -198,21 +206,14 @@ def cmd_lm_train(args):
     from .lm.data import LayoutConfig
     from .lm.model import lm_config
     from .lm.train import LMTask, LMTrainConfig
-    from .train import TrainConfig, Trainer
 
     layout = LayoutConfig(mode=args.mode, seq_len=args.seq_len, tts_share=args.tts_share,
                           tts_delay=args.tts_delay, asr_delay=args.asr_delay)
     config = LMTrainConfig(batch_size=args.batch_size, accum=args.accum, lr=args.lr,
                            weight_decay=args.weight_decay, grad_clip=args.grad_clip,
                            layout=layout, warm_start=args.warm_start or "")
-    warmup = args.warmup if args.warmup is not None else min(500, args.steps // 10 + 1)
-    train = TrainConfig(steps=args.steps, save_every=args.save_every, log_every=args.log_every,
-                        seed=args.seed, threads=args.threads, warmup=warmup, bf16=args.bf16)
-    task = LMTask(args.data, lm_config(args.config), config, progress=not args.quiet)
-    trainer = Trainer(task, train, args.out, progress=not args.quiet)
-    trainer.run()
-    if trainer.dist.main:
-        print(f"lm: {args.out / 'model.safetensors'} after {trainer.step} steps")
+    _train("lm", LMTask(args.data, lm_config(args.config), config, progress=not args.quiet),
+           args, warmup=args.warmup, bf16=args.bf16)
 
 
 def _sampling(args):
