@@ -7,7 +7,7 @@ from voxlm.errors import VoxlmError
 from voxlm.lm import tokenizer as tokenizer_module
 from voxlm.lm.streams import tokenize_words
 from voxlm.lm.tokenizer import (Tokenizer, load_gemma_tokenizer, load_tokenizer,
-                                read_gguf_metadata, train_tokenizer)
+                                read_gguf_metadata, source_rows, train_tokenizer, trim_tokenizer)
 
 # sentences of the synthetic corpus (data/corpus), and a few harder strings
 SENTENCES = [
@@ -100,6 +100,34 @@ def test_bad_gguf_files(tmp_path):
     fake.write_bytes(b"not a model at all, just some bytes")
     with pytest.raises(VoxlmError, match="not a GGUF file"):
         load_gemma_tokenizer(str(fake))
+
+
+def test_trimmed_gemma_keeps_the_corpus_pieces_and_encodes_anything(tmp_path):
+    tok = gemma()
+    words = sorted({w.strip(".,?") for s in SENTENCES for w in s.split()})
+    small = trim_tokenizer(tok, words)
+    assert 380 < small.vocab_size < 600 and small.vocab_size < tok.vocab_size // 400
+    assert (small.pad_id, small.eos_id, small.bos_id, small.unk_id) == (0, 1, 2, 3)
+    rows = source_rows(small, tok)
+    assert len(rows) == small.vocab_size and len(set(rows)) == len(rows)
+    for word in words:  # the corpus words encode exactly as Gemma encodes them
+        for text in (word, " " + word):
+            assert [rows[i] for i in small.encode(text)] == tok.encode(text), text
+    for text in SENTENCES + HARD + ["Antidisestablishmentarianism costs 42 dollars."]:
+        ids = small.encode(text)  # unseen words: smaller kept pieces or bytes
+        assert all(0 <= i < small.vocab_size for i in ids)
+        assert small.decode(ids) == text
+    unseen = small.encode(" Antidisestablishmentarianism")
+    assert len(unseen) > len(tok.encode(" Antidisestablishmentarianism"))
+    with pytest.raises(ValueError, match="outside"):
+        small.decode([small.vocab_size])
+    small.save(tmp_path / "small.model")
+    again = load_tokenizer(tmp_path / "small.model")
+    assert again.vocab_size == small.vocab_size and again.encode(SENTENCES[0]) == small.encode(
+        SENTENCES[0])
+    trained = train_tokenizer(SENTENCES * 10, 500, tmp_path / "corpus.model")
+    with pytest.raises(VoxlmError, match="not in gemma3"):
+        source_rows(trained, tok)
 
 
 def test_trained_tokenizer_round_trips(tmp_path):

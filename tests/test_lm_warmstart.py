@@ -276,6 +276,20 @@ def test_warm_lm_streams_and_round_trips(tmp_path):
     assert torch.equal(loaded(tokens).text_logits, ref.text_logits)
 
 
+def test_trimmed_vocabulary_takes_its_rows(tmp_path):
+    weights = random_weights(50, 32, 4, 4, 2, 16, 48, ROLES)
+    write_hf(tmp_path / "gemma", GEMMA_CONFIG, weights, gemma=True, tied=True)
+    text = read_text_lm(tmp_path / "gemma")
+    rows = [0, 1, 2, 3, 17, 9, 44]  # a trimmed tokenizer's ids -> the source's
+    lm = LM(lm_config_for(text.config, lm_config("tiny"), vocab=len(rows)))
+    assert lm.config.text_card == TEXT_OFFSET + len(rows)
+    warm_start(lm, text, rows=rows)
+    assert torch.equal(lm.text_emb.weight[TEXT_OFFSET:TEXT_OFFSET + len(rows)],
+                       weights["embed"][rows])
+    with pytest.raises(VoxlmError, match="text_card"):
+        warm_start(LM(lm_config_for(text.config, lm_config("tiny"), vocab=3)), text, rows=rows)
+
+
 def test_unmapped_and_mismatched_fail_clearly(tmp_path):
     weights = random_weights(40, 24, 2, 6, 2, 4, 40, ("q", "k", "v", "o", "attn_norm",
                                                         "ff_norm", "gate", "up", "down"))

@@ -197,7 +197,8 @@ def cmd_lm_tokenize(args):
     from .lm.tokenize_corpus import tokenize_corpus
 
     result = tokenize_corpus(args.data, args.out, codec=args.codec, tokenizer=args.tokenizer,
-                             workers=args.workers, progress=not args.quiet)
+                             workers=args.workers, progress=not args.quiet,
+                             text_vocab=args.text_vocab, trim=args.trim)
     print(f"tokens: {result.out}: {result.items} items ({result.encoded} encoded now), "
           f"{result.frames} frames in {result.seconds:.1f} s")
 
@@ -372,6 +373,12 @@ def _add_lm(top, add):
     p.add_argument("--codec", type=Path, help="codec model or run folder (default: shipped)")
     p.add_argument("--tokenizer", type=Path,
                    help="sentencepiece .model for the text (default: Gemma 3's, the warm-start model's)")
+    p.add_argument("--text-vocab", type=int, default=0, metavar="N",
+                   help="train a sentencepiece of N ids on the corpus words instead (small "
+                        "models trained from scratch)")
+    p.add_argument("--trim", action="store_true",
+                   help="Gemma 3's tokenizer cut to the pieces the corpus words use (a few "
+                        "thousand ids; a --warm-start maps them back to Gemma's rows)")
     p.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -142,12 +142,36 @@ def read_part(path: Path) -> tuple:
 
 # ---------------------------------------------------------------- the corpus
 
+def corpus_tokenizer(rows: list, out: Path, vocab_size: int, trim: bool = False):
+    """A sentencepiece trained on the words of the train-split rows (as the text stream spells
+    them: words joined by single spaces), or with `trim` Gemma 3's cut to the pieces of those
+    words; or the one a previous run left in `out`."""
+    from .tokenizer import load_gemma_tokenizer, load_tokenizer, train_tokenizer, trim_tokenizer
+
+    if (out / "tokenizer.model").is_file() and (out / "tokens.json").is_file():
+        return load_tokenizer(out / "tokenizer.model")  # a resume; the header check compares it
+    texts = [" ".join(w["w"] for w in r["words"]) for r in rows
+             if r.get("split", "train") == "train" and r.get("words")]
+    if not texts:
+        raise VoxlmError("no train-split rows with word timings to train a tokenizer on",
+                         "pass --tokenizer, or a corpus from voxlm synth")
+    if trim:
+        return trim_tokenizer(load_gemma_tokenizer(), sorted({w for t in texts for w in t.split()}))
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out) as folder:
+        return train_tokenizer(texts, vocab_size, Path(folder) / "corpus.model")
+
+
 def tokenize_corpus(corpus, out, codec=None, tokenizer=None, workers: int = 2,
-                    progress: bool = True, threads: int = 1) -> TokenizeResult:
+                    progress: bool = True, threads: int = 1, text_vocab: int = 0,
+                    trim: bool = False) -> TokenizeResult:
     """Encode every item of `corpus` (a folder with manifest.jsonl) into token shards in `out`.
 
     codec: model file or run folder (None: the shipped codec). tokenizer: a sentencepiece
-    .model path, or None for Gemma 3's (the warm-start model's). workers: processes; 0 or 1
+    .model path, or None for Gemma 3's (the warm-start model's). text_vocab > 0: instead, train
+    a sentencepiece of that size on the words of the corpus's train split (kept in `out`, reused
+    on resume). trim: Gemma 3's tokenizer cut to the pieces the train split's words use
+    (`tokenizer.trim_tokenizer`; a warm start maps its ids back). workers: processes; 0 or 1
     runs in this process. Resumable: items already in parts/ are skipped."""
     from tqdm import tqdm
 
@@ -169,7 +193,13 @@ def tokenize_corpus(corpus, out, codec=None, tokenizer=None, workers: int = 2,
     if bad:
         raise VoxlmError(f"item id {bad[0]!r} cannot name a file", "use ids without slashes or a leading dot")
     model = load_codec(codec)  # validates the file (or says that no codec ships)
-    text = load_tokenizer(tokenizer) if tokenizer is not None else load_gemma_tokenizer()
+    if sum(map(bool, (text_vocab, trim, tokenizer is not None))) > 1:
+        raise VoxlmError("--tokenizer, --text-vocab and --trim each choose the text tokenizer",
+                         "pass at most one of them")
+    if text_vocab or trim:
+        text = corpus_tokenizer(rows, out, text_vocab, trim)
+    else:
+        text = load_tokenizer(tokenizer) if tokenizer is not None else load_gemma_tokenizer()
     path = codec_file(codec)
     header = {"format_version": FORMAT_VERSION, "corpus": str(corpus.resolve()),
               "codec": {"path": str(path.resolve()), "sha256": sha256_bytes(path.read_bytes()),

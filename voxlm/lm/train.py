@@ -104,14 +104,24 @@ class LMTask:
 
         source = None if self.config.warm_start == "gguf" else self.config.warm_start
         text = read_text_lm(source)
+        rows = None
         if text.config.vocab != self.shards.vocab_size:
-            raise VoxlmError(f"the warm-start model has {text.config.vocab} text ids, the tokens "
-                             f"in {self.shards.folder} {self.shards.vocab_size}",
-                             "tokenize with the warm-start model's tokenizer (the default, Gemma 3)")
-        self.model_config = lm_config_for(text.config, self.model_config)
+            rows = self._trimmed_rows(source, text.config.vocab)
+        self.model_config = lm_config_for(text.config, self.model_config, vocab=len(rows) if rows else None)
         lm = LM(self.model_config)
-        warm_start(lm, text)
+        warm_start(lm, text, rows=rows)
         return lm
+
+    def _trimmed_rows(self, source, vocab: int) -> list:
+        """The warm-start rows of a trimmed Gemma tokenizer's ids (`voxlm lm tokenize --trim`)."""
+        from .tokenizer import load_gemma_tokenizer, load_tokenizer, source_rows
+
+        if source is not None and not str(source).endswith(".gguf"):
+            raise VoxlmError(f"the warm-start model has {vocab} text ids, the tokens in "
+                             f"{self.shards.folder} {self.shards.vocab_size}",
+                             "tokenize with the warm-start model's tokenizer")
+        return source_rows(load_tokenizer(self.shards.folder / "tokenizer.model"),
+                           load_gemma_tokenizer(source))
 
     def wrap(self, dist_info):
         if dist_info.world > 1:

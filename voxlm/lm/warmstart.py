@@ -13,7 +13,8 @@ GGUF of architecture gemma3, or a local Hugging Face decoder directory (config.j
 What maps where (every source tensor is accounted for, or loading fails naming the rest):
 
     token embedding [V, D]           -> text_emb rows TEXT_OFFSET..TEXT_OFFSET+V-1 (tokenizer id
-                                        i is text id i + TEXT_OFFSET), times text_scale in use
+                                        i is text id i + TEXT_OFFSET), times text_scale in use;
+                                        a trimmed tokenizer takes its pieces' rows only
     per layer q, k, v                -> temporal.blocks.i.attn.qkv ([q; k; v] rows)
               o                      -> attn.out
               q_norm, k_norm         -> attn.q_norm, attn.k_norm
@@ -370,31 +371,36 @@ def lm_tensors(text: TextLM) -> tuple:
 
 
 def lm_config_for(text: TextLMConfig, base: LMConfig | None = None,
-                  text_offset: int = TEXT_OFFSET) -> LMConfig:
+                  text_offset: int = TEXT_OFFSET, vocab: int | None = None) -> LMConfig:
     """`base` (streams, depth transformer, context) with the temporal transformer and text
-    vocabulary of the text LM."""
+    vocabulary of the text LM (or `vocab` of its ids: a trimmed tokenizer's)."""
     return replace(base or LMConfig(), dim=text.dim, layers=text.layers, heads=text.heads,
-                   temporal_block=text.block, text_card=text_offset + text.vocab,
+                   temporal_block=text.block, text_card=text_offset + (vocab or text.vocab),
                    text_scale=text.embed_scale)
 
 
-def warm_start(lm: LM, source=None, text_offset: int = TEXT_OFFSET) -> WarmStart:
+def warm_start(lm: LM, source=None, text_offset: int = TEXT_OFFSET, rows=None) -> WarmStart:
     """Load the text LM `source` (see `read_text_lm`, or a TextLM already read) into `lm`'s
-    temporal transformer and text embedding. `lm` must be built from `lm_config_for(...)`."""
+    temporal transformer and text embedding. `lm` must be built from `lm_config_for(...)`.
+    rows: the source's embedding row of each tokenizer id, for a trimmed tokenizer
+    (`tokenizer.source_rows`); None: the source's own ids."""
     began = time.perf_counter()
     text = source if isinstance(source, TextLM) else read_text_lm(source)
-    have, want = lm.config, lm_config_for(text.config, lm.config, text_offset)
+    vocab = None if rows is None else len(rows)
+    have, want = lm.config, lm_config_for(text.config, lm.config, text_offset, vocab)
     problems = [f"{key} {getattr(have, key)} (source {getattr(want, key)})"
                 for key in ("dim", "layers", "heads", "temporal_block", "text_scale")
                 if getattr(have, key) != getattr(want, key)]
     if have.text_card < want.text_card:
         problems.append(f"text_card {have.text_card} < {want.text_card} "
-                        f"({text_offset} reserved + {text.config.vocab} source ids)")
+                        f"({text_offset} reserved + {vocab or text.config.vocab} source ids)")
     if problems:
         raise VoxlmError(f"the LM is not shaped like {text.config.name}: {'; '.join(problems)}",
                          "build it as LM(lm_config_for(read_text_lm(source).config, base))")
     tensors, sources, skipped = lm_tensors(text)
     embedding = tensors.pop("text_emb")  # [V, D]
+    if rows is not None:
+        embedding = embedding[torch.as_tensor(rows, dtype=torch.long)]  # [V', D]
     temporal = {name[len("temporal."):]: t for name, t in tensors.items()}
     own = lm.temporal.state_dict()
     missing = sorted(set(own) - set(temporal))
