@@ -357,6 +357,11 @@ def test_warm_start_from_a_text_lm_folder(tokens, tmp_path):
                        tensors["model.layers.0.self_attn.o_proj.weight"])
     assert torch.equal(warm.lm.text_emb.weight[TEXT_OFFSET:TEXT_OFFSET + vocab],
                        tensors["model.embed_tokens.weight"])
+    shaped = task(tokens, warm_start=str(folder), warm_weights=False)  # the random baseline
+    Trainer(shaped, TrainConfig(steps=1, warmup=1, save_every=1), tmp_path / "run2", progress=False)
+    assert shaped.model_config == warm.model_config
+    assert not torch.equal(shaped.lm.temporal.blocks[0].attn.out.weight,
+                           tensors["model.layers.0.self_attn.o_proj.weight"])
 
 
 # ---------------------------------------------------------------- bad input

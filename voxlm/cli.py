@@ -204,15 +204,20 @@ def cmd_lm_tokenize(args):
 
 
 def cmd_lm_train(args):
+    from .errors import VoxlmError
     from .lm.data import LayoutConfig
     from .lm.model import lm_config
     from .lm.train import LMTask, LMTrainConfig
 
+    if args.shape_only and not args.warm_start:
+        raise VoxlmError("--shape-only takes the shape of a --warm-start model, and none was given",
+                         "add --warm-start gguf (or a model path), or drop --shape-only")
     layout = LayoutConfig(mode=args.mode, seq_len=args.seq_len, tts_share=args.tts_share,
                           tts_delay=args.tts_delay, asr_delay=args.asr_delay)
     config = LMTrainConfig(batch_size=args.batch_size, accum=args.accum, lr=args.lr,
                            weight_decay=args.weight_decay, grad_clip=args.grad_clip,
-                           layout=layout, warm_start=args.warm_start or "")
+                           layout=layout, warm_start=args.warm_start or "",
+                           warm_weights=not args.shape_only)
     _train("lm", LMTask(args.data, lm_config(args.config), config, progress=not args.quiet),
            args, warmup=args.warmup, bf16=args.bf16)
 
@@ -411,7 +416,10 @@ def _add_lm(top, add):
     p.add_argument("--warm-start", metavar="gguf|PATH",
                    help="initialise the temporal transformer from a text LM: gguf (the shipped "
                         "Gemma 3 270M), a .gguf file or a Hugging Face folder; tokens must use "
-                        "its tokenizer")
+                        "its tokenizer (whole, or cut with `lm tokenize --trim`)")
+    p.add_argument("--shape-only", action="store_true",
+                   help="with --warm-start: its shape and vocabulary, random weights (the "
+                        "baseline a warm start is compared with)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

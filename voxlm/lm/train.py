@@ -44,6 +44,8 @@ class LMTrainConfig:
     semantic_weight: float = 1.0  # weight of codebook 1 against each other codebook (Moshi: 100)
     layout: LayoutConfig = field(default_factory=LayoutConfig)
     warm_start: str = ""  # "": random init; "gguf": the shipped Gemma 3 270M; else a GGUF/HF path
+    warm_weights: bool = True  # False: the warm-start model's shape, weights drawn fresh (the
+    #                            random-init baseline of a warm-start comparison)
 
 
 def stream_losses(output: LMOutput, tokens: torch.Tensor) -> tuple:
@@ -109,7 +111,8 @@ class LMTask:
             rows = self._trimmed_rows(source, text.config.vocab)
         self.model_config = lm_config_for(text.config, self.model_config, vocab=len(rows) if rows else None)
         lm = LM(self.model_config)
-        warm_start(lm, text, rows=rows)
+        if self.config.warm_weights:
+            warm_start(lm, text, rows=rows)
         return lm
 
     def _trimmed_rows(self, source, vocab: int) -> list:
