@@ -1,6 +1,6 @@
 # The two commands of the README: `make demo` (main job) and `make test`. Both install first.
 PYTHON ?= python3
-EXTRAS ?= synth,piper,eval,dev
+EXTRAS ?= synth,piper,eval,serve,dev
 
 .PHONY: install demo test
 

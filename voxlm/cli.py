@@ -30,6 +30,9 @@ EXAMPLES = {
     "tts": "voxlm tts \"Hello there, how are you?\" -o hello.wav --checkpoint runs/lm",
     "asr": "voxlm asr speech.wav --checkpoint runs/lm",
     "continue": "voxlm continue prompt.wav -o more.wav --seconds 5 --checkpoint runs/lm",
+    "chat": "voxlm chat --input question.wav --output dialogue.wav --transcript dialogue.json "
+            "--checkpoint runs/dialogue",
+    "serve": "voxlm serve --port 8998 --max-sessions 8 --checkpoint runs/dialogue",
     "eval codec": "voxlm eval codec --data data/heldout --data data/realset --report reports/codec",
     "eval lm": "voxlm eval lm --report reports/lm --checkpoint runs/lm --data data/tokens --real data/realset",
     "units fit": "voxlm units fit --data data/corpus --out units.npz --k 100",
@@ -273,6 +276,50 @@ def cmd_continue(args):
           + (f" (the model's text: {out.text})" if out.text else ""))
 
 
+def _threads(args):
+    import torch
+
+    from .errors import VoxlmError
+
+    if args.threads < 1:
+        raise VoxlmError(f"--threads {args.threads}", "pass 1 or more")
+    torch.set_num_threads(args.threads)
+
+
+def cmd_chat(args):
+    from .audio import SAMPLE_RATE
+    from .chat import ChatOptions, chat_file
+
+    _threads(args)
+    options = ChatOptions(max_seconds=args.max_seconds, sampling=_sampling(args))
+    result = chat_file(args.input, args.output, args.transcript, args.checkpoint, args.codec,
+                       options, args.seed)
+    step = result.latency["step"]["mean_ms"]
+    print(f"wrote {args.output}: {len(result.audio) / SAMPLE_RATE:.2f} s (channel 0 you, 1 the "
+          f"model), {len(result.words)} words of inner text, {step:.1f} ms per 80 ms frame"
+          + (f"; transcript {args.transcript}" if args.transcript else ""))
+
+
+def cmd_serve(args):
+    from .dialogue import load_dialogue_model
+    from .server import DialogueServer, ServerConfig, serve
+
+    _threads(args)
+    config = ServerConfig(host=args.host, port=args.port, token=args.token or None,
+                          max_sessions=args.max_sessions, sampling=_sampling(args), seed=args.seed,
+                          max_session_seconds=args.max_session_seconds)
+    server = DialogueServer(load_dialogue_model(args.checkpoint, args.codec), config)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not config.token:
+        print(f"voxlm serve: warning: {args.host} is reachable from other machines and no "
+              "--token is set: anyone who reaches it can talk to the model", file=sys.stderr)
+    token = f"?token={config.token}" if config.token else ""
+    try:
+        serve(server, lambda url: print(f"voxlm serve: open {url}{token} (Ctrl-C stops)",
+                                        flush=True))
+    except KeyboardInterrupt:
+        print("voxlm serve: stopped")
+
+
 def cmd_eval_codec(args):
     from .eval.codec_suite import run_codec_eval
 
@@ -455,6 +502,43 @@ def _add_speech(top, add):
     model_flags(p, sampling=True)
 
 
+def _add_dialogue(top, add):
+    import os
+
+    def flags(p):
+        p.add_argument("--checkpoint", type=Path, help="dialogue model: an LM run folder or model "
+                                                       "file trained with --mode duplex")
+        p.add_argument("--codec", type=Path, help="codec model file or run folder (default: the "
+                                                  "one the LM was trained on, else the shipped one)")
+        p.add_argument("--temperature", type=float, default=0.8, help="audio sampling temperature")
+        p.add_argument("--top-k", type=int, default=250, help="sample among the k likeliest codes")
+        p.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling mass (0: off)")
+        p.add_argument("--seed", type=int, default=0, help="random seed (it also picks the voice)")
+        p.add_argument("--threads", type=int, default=1,
+                       help="torch threads (1 suits one frame at a time; more may help many sessions)")
+
+    p = add(top, "chat", "chat", cmd_chat, "talk to the dialogue model with a file: your audio, "
+            "then its answer, as a stereo wav (channel 0 you, 1 the model) and a transcript")
+    p.add_argument("--input", required=True, type=Path, help="your audio (any rate: resampled)")
+    p.add_argument("--output", required=True, type=Path, help="stereo .wav or .flac")
+    p.add_argument("--transcript", type=Path, help="JSON: the model's inner text, word timings, "
+                                                   "latency per stage")
+    p.add_argument("--max-seconds", type=float, default=0.0,
+                   help="longest dialogue written (default: the input plus 30 s)")
+    flags(p)
+    p = add(top, "serve", "serve", cmd_serve, "serve the dialogue model: a web page to talk to it "
+            "and a websocket API (docs/PROTOCOL.md)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this "
+                                                       "machine only)")
+    p.add_argument("--port", type=int, default=8998, help="TCP port (0: any free one)")
+    p.add_argument("--token", default=os.environ.get("VOXLM_TOKEN"),
+                   help="require ?token=T to talk (default: $VOXLM_TOKEN, else none)")
+    p.add_argument("--max-sessions", type=int, default=4, help="conversations at once")
+    p.add_argument("--max-session-seconds", type=float, default=1800.0,
+                   help="a conversation ends after this long")
+    flags(p)
+
+
 def _add_codec(top, add):
     codec = top.add_parser("codec", help="train and run the speech codec "
                                          f"(e.g. `{EXAMPLES['codec roundtrip']}`)")
@@ -572,6 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_codec(top, add)
     _add_lm(top, add)
     _add_speech(top, add)
+    _add_dialogue(top, add)
     _add_eval_and_units(top, add)
 
     p = add(top, "demo", "demo", cmd_demo, "the main job: synthesize a short spoken dialogue")

@@ -8,11 +8,16 @@ test that chunked output equals offline output.
     with codec.streaming(batch_size=1):
         for frame in frames:            # [1, 1, hop]
             codes = codec.encode(frame)  # [1, K, 1]
+
+Batch rows are independent streams; `restart_rows(rows)` starts new streams in some rows while
+the others go on (a server's sessions joining a batch in slots that others left).
 """
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
 
@@ -60,3 +65,32 @@ class StreamingModule(nn.Module):
             state = module.state
             size = batch_size if batch_size is not None else getattr(state, "batch_size", 1)
             module.state = module.init_state(size)
+
+    def restart_rows(self, rows):
+        """Start new streams in batch rows `rows` (a list of ints) inside the streaming scope;
+        the other rows go on. Call it under `torch.inference_mode()` when the states were made
+        there (the codec's and LMGen's are)."""
+        rows = list(rows)
+        if rows:
+            for module in self._streaming_modules():
+                if module.state is not None:
+                    module._restart_rows(rows)
+
+    def _restart_rows(self, rows: list):
+        """Default: every per-row tensor of the state (first dim = batch size) takes a fresh
+        state's values in those rows; one that a fresh state lacks (None) or shapes otherwise
+        is zeroed there. Layers whose state is not per row (positions) override this."""
+        state = self.state
+        if not dataclasses.is_dataclass(state):
+            return
+        batch = state.batch_size
+        fresh = self.init_state(batch)
+        for field in dataclasses.fields(state):
+            old, new = getattr(state, field.name), getattr(fresh, field.name)
+            if not (isinstance(old, torch.Tensor) and old.dim() and old.shape[0] == batch):
+                continue
+            index = torch.tensor(rows, device=old.device)
+            if isinstance(new, torch.Tensor) and new.shape == old.shape:
+                old[index] = new.to(old)[index]
+            else:
+                old[index] = 0

@@ -6,6 +6,11 @@ x [B, T, D] -> [B, T, D]. At batch 1 on a CPU a step costs its weight bytes plus
 microseconds per operation, so the one-frame path is lean: fused qkv, rope on q and k at once
 from cached tables, no mask, no re-allocation.
 
+Batched streams that start at different times (the dialogue runtime's sessions joining and
+leaving a batch): `restart_rows(rows)` begins new streams in some batch rows while the others go
+on. Those rows then count their rope positions from 0 again and attend only to keys stored since
+their restart, so a row gives the numbers of a stream of its own (up to float rounding).
+
 `BlockConfig` holds the options a pretrained text LM's layers need to load exactly (Llama,
 Qwen 3, Gemma 3: grouped-query attention, q/k norms, sandwich norms, GeGLU, sliding-window
 layers with their own rope base); its defaults are voxlm's own block.
@@ -97,6 +102,9 @@ class KVCache:
     values: torch.Tensor | None  # allocated at the first call, with its dtype and device
     offset: int  # absolute position of the next token
     batch_size: int
+    row_starts: list | None = None  # absolute position each row's stream began (restart_rows);
+    # None: every row at 0. Python ints, so sizing tables and masks needs no device sync
+    row_start: torch.Tensor | None = None  # [B] the same on the device, rebuilt after a restart
 
 
 class Attention(StreamingModule):
@@ -122,6 +130,24 @@ class Attention(StreamingModule):
     def init_state(self, batch_size: int):
         return KVCache(None, None, 0, batch_size)
 
+    def _restart_rows(self, rows):
+        """Rows `rows` begin new streams at the next position (see the module docstring)."""
+        state = self.state
+        if state.row_starts is None:
+            state.row_starts = [0] * state.batch_size
+        for row in rows:
+            state.row_starts[row] = state.offset
+        state.row_start = None  # rebuilt on the device at the next call
+
+    def _row_start(self, device) -> torch.Tensor | None:
+        """[B] start positions of the rows' streams, or None when every row began at 0."""
+        state = self.state
+        if state.row_starts is None:
+            return None
+        if state.row_start is None or state.row_start.device != device:
+            state.row_start = torch.tensor(state.row_starts, dtype=torch.long, device=device)
+        return state.row_start
+
     def rope_tables(self, length: int, device) -> tuple:
         if self._rope is None or self._rope[0].shape[0] < length or self._rope[0].device != device:
             size = max(length, 2 * self._rope[0].shape[0] if self._rope is not None else 64)
@@ -133,18 +159,23 @@ class Attention(StreamingModule):
         heads, kv_heads = self.heads, self.kv_heads
         qkv = self.qkv(x).view(batch, length, heads + 2 * kv_heads, -1)  # [B, T, H + 2 Hkv, Dh]
         start = self.state.offset if self.is_streaming else 0
+        row_start = self._row_start(x.device) if self.is_streaming else None  # [B] or None
         qk = qkv[:, :, :heads + kv_heads]
         if self.q_norm is not None:
             qk = torch.cat([self.q_norm(qk[:, :, :heads]), self.k_norm(qk[:, :, heads:])], 2)
-        if self.rope:  # q and k at once: [B, T, 1, H + Hkv, Dh]
+        if self.rope and row_start is None:  # q and k at once: [B, T, 1, H + Hkv, Dh]
             cos, sin = self.rope_tables(start + length, x.device)
             qk = apply_rope(qk[:, :, None], cos[start:start + length], sin[start:start + length])
             qk = qk[:, :, 0]
+        elif self.rope:  # each row at its own position: tables gathered to [B, T, 1, 1, Dh]
+            cos, sin = self.rope_tables(start - min(self.state.row_starts) + length, x.device)
+            index = (start - row_start)[:, None] + torch.arange(length, device=x.device)  # [B, T]
+            qk = apply_rope(qk[:, :, None], cos[index], sin[index])[:, :, 0]
         q = qk[:, :, :heads].transpose(1, 2)  # [B, H, T, Dh]
         k = qk[:, :, heads:].transpose(1, 2)  # [B, Hkv, T, Dh]
         v = qkv[:, :, heads + kv_heads:].transpose(1, 2)
         if self.is_streaming:
-            y = self._cached(q, k, v, start, length)
+            y = self._cached(q, k, v, start, length, row_start)
         elif length <= self.context:
             y = self._attend(q, k, v, is_causal=True)
         else:
@@ -159,8 +190,9 @@ class Attention(StreamingModule):
         return F.scaled_dot_product_attention(q, k, v, scale=self.scale,
                                               enable_gqa=self.kv_heads != self.heads, **mask)
 
-    def _cached(self, q, k, v, start: int, length: int) -> torch.Tensor:
-        """Attention over the ring buffer plus the new keys, then store them. [B, H, T, Dh]."""
+    def _cached(self, q, k, v, start: int, length: int, row_start=None) -> torch.Tensor:
+        """Attention over the ring buffer plus the new keys, then store them. [B, H, T, Dh].
+        row_start [B] (restarted rows): keys stored before a row's start are masked for it."""
         state, context = self.state, self.context
         if state.keys is None:
             state.keys = k.new_zeros(k.shape[0], k.shape[1], context, k.shape[3])
@@ -170,9 +202,14 @@ class Attention(StreamingModule):
             slot = start % context
             state.keys.select(2, slot).copy_(k.select(2, 0))
             state.values.select(2, slot).copy_(v.select(2, 0))
-            if start + 1 < context:
-                return self._attend(q, state.keys[:, :, :start + 1], state.values[:, :, :start + 1])
-            return self._attend(q, state.keys, state.values)
+            stored = min(start + 1, context)
+            keys, values = state.keys[:, :, :stored], state.values[:, :, :stored]
+            if row_start is None or max(state.row_starts) <= start + 1 - stored:
+                return self._attend(q, keys, values)
+            slots = torch.arange(stored, device=q.device)  # the position each slot holds:
+            positions = start - torch.remainder(start - slots, context)  # [L]
+            mask = positions[None] >= row_start[:, None]  # [B, L]
+            return self._attend(q, keys, values, attn_mask=mask[:, None, None])
         past = min(start, context)  # stored positions start - past .. start - 1, in order:
         shift = start % context if start >= context else 0
         keys = torch.cat([state.keys.roll(-shift, 2)[:, :, :past], k], dim=2)
@@ -181,6 +218,8 @@ class Attention(StreamingModule):
         key_positions = torch.arange(start - past, start + length, device=q.device)
         distance = positions[:, None] - key_positions[None, :]  # [T, L]
         mask = (distance >= 0) & (distance < context)
+        if row_start is not None:  # [B, 1, T, L]: and nothing from before the row's start
+            mask = mask & (key_positions >= row_start[:, None])[:, None, None]
         y = self._attend(q, keys, values, attn_mask=mask)
         kept = min(length, context)
         slots = torch.arange(start + length - kept, start + length, device=q.device) % context
