@@ -1,0 +1,322 @@
+"""What each `voxlm` subcommand does: one function per command, taking the parsed flags and
+calling the library (imported inside each function, so `voxlm --help` stays fast). The parser
+that binds flags to these functions is `cli.py`.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def cmd_synth_corpus(args):
+    from .synth.corpus import CorpusConfig, synthesize_corpus
+
+    config = CorpusConfig(minutes=args.minutes, engines=args.engines, voices=args.voices,
+                          sources=args.sources, text_files=tuple(args.text or ()),
+                          augment=args.augment, seed=args.seed, workers=args.workers)
+    manifest = synthesize_corpus(args.out, config, progress=not args.quiet)
+    print(f"corpus: {manifest}")
+
+
+def cmd_synth_dialogues(args):
+    from .synth.dialogue import DialogueConfig, synthesize_dialogues
+
+    config = DialogueConfig(seed=args.seed, assistant_voice=args.assistant_voice)
+    manifest = synthesize_dialogues(args.out, args.count, config, workers=args.workers,
+                                    progress=not args.quiet)
+    print(f"dialogues: {manifest}")
+
+
+def cmd_synth_stats(args):
+    from .turntaking import stats_for_folder
+
+    print(stats_for_folder(args.dir))
+
+
+def cmd_synth_realset(args):
+    from .synth.realset import build_realset
+
+    print(f"realset: {build_realset(args.out, limit=args.limit)}")
+
+
+def cmd_synth_voices(args):
+    from .synth.engines import HELD_OUT_ENGINES, TRAINING_ENGINES, get_engine
+
+    for name in TRAINING_ENGINES + HELD_OUT_ENGINES:
+        note = " (held out: evaluation only)" if name in HELD_OUT_ENGINES else ""
+        print(f"{name}{note}: " + " ".join(v.id for v in get_engine(name).voices()))
+
+
+def cmd_synth_say(args):
+    from .audio import save_audio
+    from .data import write_json
+    from .synth.engines import get_engine, parse_voice
+
+    voice = parse_voice(args.voice)
+    engine = get_engine(voice.engine)
+    try:
+        speech = engine.speak(args.text, voice, rate=args.rate)
+    finally:
+        engine.close()
+    save_audio(args.output, speech.audio)
+    words = [{"w": w.w, "start": w.start, "end": w.end} for w in speech.words]
+    if args.words:
+        write_json(args.words, words)
+    print(f"{args.output}: {speech.duration:.2f} s, {len(words)} words, voice {voice.id}")
+
+
+def cmd_audio_info(args):
+    from .audio import SAMPLE_RATE, load_audio, rms_db
+
+    audio = load_audio(args.input, max_seconds=args.max_seconds)
+    print(f"{args.input}: {len(audio) / SAMPLE_RATE:.3f} s, level {rms_db(audio):.1f} dBFS, "
+          f"peak {abs(audio).max():.3f}")
+
+
+def cmd_audio_convert(args):
+    from .audio import load_audio, normalize_loudness, save_audio
+
+    audio = load_audio(args.input, max_seconds=args.max_seconds)
+    if args.normalize:
+        audio = normalize_loudness(audio)
+    print(f"wrote {save_audio(args.output, audio)}")
+
+
+def cmd_demo(args):
+    from .demo import run_demo
+
+    run_demo(args.out)
+
+
+def cmd_codec_train(args):
+    from .codec.model import codec_config
+    from .codec.train import CodecTask, CodecTrainConfig
+
+    config = CodecTrainConfig(batch_size=args.batch_size, accum=args.accum,
+                              segment_frames=args.segment_frames,
+                              adversarial_start=args.adversarial_start, max_items=args.max_items)
+    _train("codec", CodecTask(args.data, codec_config(args.config), config,
+                              progress=not args.quiet), args)
+
+
+def _train(name: str, task, args, warmup=None, bf16: bool = False):
+    """Run `task` in the shared Trainer with the common flags; the main process says where
+    the model file went."""
+    from .train import TrainConfig, Trainer
+
+    warmup = warmup if warmup is not None else min(500, args.steps // 10 + 1)
+    train = TrainConfig(steps=args.steps, save_every=args.save_every, log_every=args.log_every,
+                        seed=args.seed, threads=args.threads, warmup=warmup, bf16=bf16)
+    trainer = Trainer(task, train, args.out, progress=not args.quiet)
+    trainer.run()
+    if trainer.dist.main:
+        print(f"{name}: {args.out / 'model.safetensors'} after {trainer.step} steps")
+
+
+def cmd_codec_teacher(args):
+    from .codec.teacher import cache_teacher_features
+    from .data import read_manifest
+
+    rows = read_manifest(args.data / "manifest.jsonl")
+    print(f"teacher features: {cache_teacher_features(args.data, rows, threads=args.threads)} computed")
+
+
+def cmd_codec_export(args):
+    import torch
+
+    from .codec.model import load_codec
+    from .codec.train import export_codec
+    from .eval.curves import plot_curve
+
+    codec = load_codec(args.run)
+    path = export_codec(codec, args.output, dtype=torch.float16, int8=args.int8)
+    print(f"wrote {path}: {path.stat().st_size / 1e6:.1f} MB")
+    curve = args.run / "metrics.jsonl"
+    if args.curve and curve.exists():
+        print(f"wrote {plot_curve(curve, args.curve, title=f'codec training: {args.run.name}')}")
+
+
+def cmd_codec_encode(args):
+    from .codec.files import encode_file
+
+    shape = encode_file(args.input, args.output, args.checkpoint, args.bitrate)
+    print(f"wrote {args.output}: {shape[0]} codebooks x {shape[1]} frames")
+
+
+def cmd_codec_decode(args):
+    from .codec.files import decode_file
+
+    print(f"wrote {args.output}: {decode_file(args.input, args.output, args.checkpoint):.2f} s")
+
+
+def cmd_codec_roundtrip(args):
+    from .codec.files import roundtrip_file
+
+    kbps = roundtrip_file(args.input, args.output, args.checkpoint, args.bitrate, args.streaming)
+    print(f"wrote {args.output} at {kbps:g} kbps" + (" (frame by frame)" if args.streaming else ""))
+
+
+def cmd_lm_tokenize(args):
+    from .lm.tokenize_corpus import tokenize_corpus
+
+    result = tokenize_corpus(args.data, args.out, codec=args.codec, tokenizer=args.tokenizer,
+                             workers=args.workers, progress=not args.quiet,
+                             text_vocab=args.text_vocab, trim=args.trim)
+    print(f"tokens: {result.out}: {result.items} items ({result.encoded} encoded now), "
+          f"{result.frames} frames in {result.seconds:.1f} s")
+
+
+def cmd_lm_train(args):
+    from .errors import VoxlmError
+    from .lm.data import LayoutConfig
+    from .lm.model import lm_config
+    from .lm.train import LMTask, LMTrainConfig
+
+    if args.shape_only and not args.warm_start:
+        raise VoxlmError("--shape-only takes the shape of a --warm-start model, and none was given",
+                         "add --warm-start gguf (or a model path), or drop --shape-only")
+    layout = LayoutConfig(mode=args.mode, seq_len=args.seq_len, tts_share=args.tts_share,
+                          tts_delay=args.tts_delay, asr_delay=args.asr_delay)
+    config = LMTrainConfig(batch_size=args.batch_size, accum=args.accum, lr=args.lr,
+                           weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+                           layout=layout, warm_start=args.warm_start or "",
+                           warm_weights=not args.shape_only)
+    _train("lm", LMTask(args.data, lm_config(args.config), config, progress=not args.quiet),
+           args, warmup=args.warmup, bf16=args.bf16)
+
+
+def _sampling(args):
+    from .lm.generate import SamplingOptions
+
+    return SamplingOptions(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+
+
+def _check_output(path: Path):
+    from .audio import WRITABLE
+    from .errors import VoxlmError
+
+    if path.suffix.lower() not in WRITABLE:
+        raise VoxlmError(f"{path}: cannot write '{path.suffix}' files", "use a .wav or .flac name")
+
+
+def cmd_tts(args):
+    from .audio import SAMPLE_RATE, save_audio
+    from .lm.speech import check_voice, load_speech_lm, synthesize
+
+    _check_output(args.output)
+    check_voice(args.voice)
+    model = load_speech_lm(args.checkpoint)
+    out = synthesize(model.lm, model.codec(args.codec), model.tokenizer(), args.text,
+                     _sampling(args), args.voice, model.layout, seed=args.seed)
+    save_audio(args.output, out.audio)
+    print(f"wrote {args.output}: {len(out.audio) / SAMPLE_RATE:.2f} s")
+
+
+def cmd_asr(args):
+    from .audio import load_audio
+    from .lm.speech import load_speech_lm, transcribe
+
+    audio = load_audio(args.input, max_seconds=args.max_seconds)
+    model = load_speech_lm(args.checkpoint)
+    print(transcribe(model.lm, model.codec(args.codec), model.tokenizer(), audio, model.layout))
+
+
+def cmd_continue(args):
+    from .audio import SAMPLE_RATE, load_audio, save_audio
+    from .lm.speech import continue_speech, load_speech_lm
+
+    _check_output(args.output)
+    audio = load_audio(args.input, max_seconds=args.max_seconds)
+    model = load_speech_lm(args.checkpoint)
+    tokenizer = model.tokenizer() if model.layout.mode == "aligned" else None
+    out = continue_speech(model.lm, model.codec(args.codec), audio, args.seconds, _sampling(args),
+                          model.layout, tokenizer, seed=args.seed)
+    save_audio(args.output, out.audio)
+    print(f"wrote {args.output}: {len(out.audio) / SAMPLE_RATE:.2f} s"
+          + (f" (the model's text: {out.text})" if out.text else ""))
+
+
+def _threads(args):
+    import torch
+
+    from .errors import VoxlmError
+
+    if args.threads < 1:
+        raise VoxlmError(f"--threads {args.threads}", "pass 1 or more")
+    torch.set_num_threads(args.threads)
+
+
+def cmd_chat(args):
+    from .audio import SAMPLE_RATE
+    from .chat import ChatOptions, chat_file
+
+    _threads(args)
+    options = ChatOptions(max_seconds=args.max_seconds, sampling=_sampling(args))
+    result = chat_file(args.input, args.output, args.transcript, args.checkpoint, args.codec,
+                       options, args.seed)
+    step = result.latency["step"]["mean_ms"]
+    print(f"wrote {args.output}: {len(result.audio) / SAMPLE_RATE:.2f} s (channel 0 you, 1 the "
+          f"model), {len(result.words)} words of inner text, {step:.1f} ms per 80 ms frame"
+          + (f"; transcript {args.transcript}" if args.transcript else ""))
+
+
+def cmd_serve(args):
+    from .dialogue import load_dialogue_model
+    from .server import DialogueServer, ServerConfig, serve
+
+    _threads(args)
+    config = ServerConfig(host=args.host, port=args.port, token=args.token or None,
+                          max_sessions=args.max_sessions, sampling=_sampling(args), seed=args.seed,
+                          max_session_seconds=args.max_session_seconds)
+    server = DialogueServer(load_dialogue_model(args.checkpoint, args.codec), config)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not config.token:
+        print(f"voxlm serve: warning: {args.host} is reachable from other machines and no "
+              "--token is set: anyone who reaches it can talk to the model", file=sys.stderr)
+    token = f"?token={config.token}" if config.token else ""
+    try:
+        serve(server, lambda url: print(f"voxlm serve: open {url}{token} (Ctrl-C stops)",
+                                        flush=True))
+    except KeyboardInterrupt:
+        print("voxlm serve: stopped")
+
+
+def cmd_eval_codec(args):
+    from .eval.codec_suite import run_codec_eval
+
+    path = run_codec_eval(args.data, args.report, args.checkpoint, tuple(args.bitrates),
+                          args.limit, args.probe_data, not args.no_baselines, not args.quiet)
+    print(f"report: {path}")
+
+
+def cmd_eval_lm(args):
+    from .eval.lm import run_lm_eval
+
+    path = run_lm_eval(args.report, args.checkpoint, args.codec, args.data, args.limit, args.real,
+                       args.tasks, not args.no_speech, args.speech_limit, args.cache, args.seed,
+                       not args.quiet)
+    print(f"report: {path}")
+
+
+def cmd_units_fit(args):
+    from .units import fit_units_for_corpus
+
+    units = fit_units_for_corpus(args.data, args.out, k=args.k, max_items=args.max_items)
+    print(f"units: {args.out} ({units.k} units)")
+
+
+def cmd_units_encode(args):
+    from .units import encode_corpus
+
+    print(f"wrote {args.out}: {encode_corpus(args.data, args.units, args.out)} items")
+
+
+def cmd_units_abx(args):
+    from .data import read_manifest
+    from .units import Units, abx_score
+
+    rows = [r for r in read_manifest(args.data / "manifest.jsonl") if r["split"] != "train"]
+    result = abx_score(args.data, Units.load(args.units), rows[: args.max_items])
+    print(f"ABX-style word discrimination across held-out speakers ({result.triplets} triplets, "
+          f"{result.word_types} words, {result.speakers} speakers; 0.5 is chance):")
+    print(f"  units {result.units:.3f}  centroids {result.centroids:.3f}  "
+          f"teacher states {result.features:.3f}  states, position removed {result.normalized:.3f}")
