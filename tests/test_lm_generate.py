@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -237,3 +238,65 @@ def test_cli_errors_are_one_line(files, tmp_path, capsys):
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert result.stderr.startswith("voxlm: error:") and "voxlm lm train" in result.stderr
         assert "--checkpoint" in result.stderr
+
+
+# ---------------------------------------------------------------- bad input (docs/RELIABILITY.md)
+
+RUN = ("--checkpoint", "{run}")
+LM_CLI_ERRORS = {  # id: (arguments, words in the one-line error)
+    "tts-empty": (("tts", "", "-o", "{out}/x.wav", *RUN), ["no words to speak", "letters or numbers"]),
+    "tts-punctuation-only": (("tts", "?! ...", "-o", "{out}/x.wav", *RUN),
+                             ["no words to speak in '?! ...'"]),
+    "tts-unknown-voice": (("tts", "hi", "-o", "{out}/x.wav", "--voice", "alice", *RUN),
+                          ["no voice conditioning", "leave --voice out"]),
+    "tts-output-mp3": (("tts", "hi", "-o", "{out}/x.mp3", *RUN), ["cannot write '.mp3'", "use a .wav"]),
+    "tts-checkpoint-missing": (("tts", "hi", "-o", "{out}/x.wav", "--checkpoint", "{out}/nothing"),
+                               ["model file not found", "check the path"]),
+    "tts-codec-as-lm": (("tts", "hi", "-o", "{out}/x.wav", "--checkpoint", "{codec}"),
+                        ["holds a 'codec' model, not a 'lm' one"]),
+    "tts-temperature-negative": (("tts", "hi", "-o", "{out}/x.wav", "--temperature", "-1", *RUN),
+                                 ["--temperature -1.0", "pass 0 (greedy) or more"]),
+    "tts-top-p-above-one": (("tts", "hi", "-o", "{out}/x.wav", "--top-p", "2", *RUN),
+                            ["--top-p 2.0", "probability in 0..1"]),
+    "tts-top-k-negative": (("tts", "hi", "-o", "{out}/x.wav", "--top-k", "-3", *RUN),
+                           ["--top-k -3", "0 (all) or more"]),
+    "asr-not-audio": (("asr", "{out}/text.wav", *RUN), ["not a readable audio file", "pass one of"]),
+    "asr-codec-missing": (("asr", "{wav}", *RUN, "--codec", "{out}/nothing.safetensors"),
+                          ["model file not found"]),
+    "continue-seconds-huge": (("continue", "{wav}", "-o", "{out}/y.wav", "--seconds", "1e9", *RUN),
+                              ["--seconds 1000000000.0", "from 0 to 600 seconds"]),
+    "continue-seconds-nan": (("continue", "{wav}", "-o", "{out}/y.wav", "--seconds", "nan", *RUN),
+                             ["--seconds nan"]),
+    "lm-tokenize-two-tokenizers": (("lm", "tokenize", "--data", "{out}", "--out", "{out}/tk",
+                                    "--trim", "--text-vocab", "300"), ["pass at most one"]),
+    "lm-train-lr-negative": (("lm", "train", "--data", "{out}", "--out", "{out}/r", "--lr", "-1"),
+                             ["--lr -1.0", "such as 3e-4"]),
+    "lm-train-grad-clip-zero": (("lm", "train", "--data", "{out}", "--out", "{out}/r",
+                                 "--grad-clip", "0"), ["--grad-clip 0.0", "above 0"]),
+    "lm-train-shape-only-alone": (("lm", "train", "--data", "{out}", "--out", "{out}/r",
+                                   "--shape-only"), ["--shape-only takes the shape",
+                                                     "add --warm-start gguf"]),
+    "lm-train-no-tokens": (("lm", "train", "--data", "{out}/nothing", "--out", "{out}/r"),
+                           ["no such tokens folder", "voxlm lm tokenize"]),
+    "eval-lm-limit-zero": (("eval", "lm", "--report", "{out}/rep", "--limit", "0", *RUN),
+                           ["--limit 0", "use 1 or more"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LM_CLI_ERRORS))
+def test_lm_cli_bad_input(case, files, tmp_path, capsys):
+    args, words = LM_CLI_ERRORS[case]
+    (tmp_path / "text.wav").write_text("I am not audio.\n" * 20)
+    where = {"run": files["run"], "codec": files["codec"], "wav": files["wav"], "out": tmp_path}
+    assert main([a.format(**where) for a in args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("voxlm: error:"), lines
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert not (tmp_path / "x.wav").exists() and not (tmp_path / "y.wav").exists()
+
+
+def test_every_lm_case_is_a_row_of_the_table():
+    table = (Path(__file__).resolve().parent.parent / "docs" / "RELIABILITY.md").read_text()
+    missing = [case for case in LM_CLI_ERRORS if f"`{case}`" not in table]
+    assert not missing, f"docs/RELIABILITY.md lacks rows for {missing}"

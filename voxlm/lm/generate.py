@@ -40,6 +40,19 @@ class SamplingOptions:
     text_top_k: int = 25
     text_top_p: float = 0.0
 
+    def __post_init__(self):
+        from ..errors import VoxlmError
+
+        for prefix in ("", "text_"):
+            t, k, p = (getattr(self, prefix + n) for n in ("temperature", "top_k", "top_p"))
+            flag = "--" + prefix.replace("_", "-")
+            if not 0.0 <= t <= 100.0:
+                raise VoxlmError(f"{flag}temperature {t}", "pass 0 (greedy) or more, e.g. 0.8")
+            if k < 0 or k != int(k):
+                raise VoxlmError(f"{flag}top-k {k}", "pass a whole number: 0 (all) or more")
+            if not 0.0 <= p <= 1.0:
+                raise VoxlmError(f"{flag}top-p {p}", "pass a probability in 0..1 (0: off)")
+
 
 GREEDY = SamplingOptions(temperature=0.0, text_temperature=0.0)
 

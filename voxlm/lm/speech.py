@@ -51,6 +51,7 @@ from .streams import (FRAME_RATE, SPEECH, TEXT_OFFSET, Segment, aligned, continu
                       from_aligned, interleave, text_card, tokenize_words)
 
 SAMPLE = -1  # in a plan: this token is sampled, not given
+MAX_CONTINUE_SECONDS = 600.0  # longest continuation asked for at once
 VOICES = ("default",)  # the LM has no voice conditioning: one voice, whatever it samples
 ASR_TAIL = 12  # frames (~1 s) run past the layout's end so a last long word can finish
 TRAIN_FIX = ("train one with `voxlm lm train --data DIR --out runs/lm --mode aligned` and pass "
@@ -189,8 +190,9 @@ def continue_speech(lm: LM, codec, audio: np.ndarray, seconds: float,
     if layout.mode == "duplex":
         raise VoxlmError("this LM was trained for full duplex dialogue, not continuation",
                          "use voxlm chat, or an LM trained with --mode continuation or aligned")
-    if not seconds >= 0:
-        raise VoxlmError(f"--seconds {seconds}", "pass a length of 0 seconds or more")
+    if not 0 <= seconds <= MAX_CONTINUE_SECONDS:
+        raise VoxlmError(f"--seconds {seconds}", f"pass a length from 0 to {MAX_CONTINUE_SECONDS:g} "
+                         "seconds")
     check_codec(lm, codec, layout)
     codes = _encode(codec, audio, c)  # [n_q, T]
     length, new = codes.shape[1], int(round(seconds * layout.frame_rate))
@@ -221,8 +223,9 @@ def synthesize(lm: LM, codec, tokenizer, text: str, sampling: SamplingOptions = 
     _check_mode(layout, "text to speech")
     check_codec(lm, codec, layout)
     words = text.split()
-    if not words:
-        raise VoxlmError("no words to speak", "pass some text, e.g. voxlm tts \"Hello there.\"")
+    if not any(ch.isalnum() for ch in text):
+        raise VoxlmError("no words to speak" + (f" in {text[:40]!r}" if words else ""),
+                         "pass some text with letters or numbers, e.g. voxlm tts \"Hello there.\"")
     try:
         tokens = [[t + TEXT_OFFSET for t in ids]  # text ids per word
                   for ids in tokenize_words([{"w": w} for w in words], tokenizer)]

@@ -178,6 +178,9 @@ def tokenize_corpus(corpus, out, codec=None, tokenizer=None, workers: int = 2,
     from ..codec.model import load_codec
     from .tokenizer import load_gemma_tokenizer, load_tokenizer
 
+    if sum(map(bool, (text_vocab, trim, tokenizer is not None))) > 1:
+        raise VoxlmError("--tokenizer, --text-vocab and --trim each choose the text tokenizer",
+                         "pass at most one of them")
     began = time.time()
     corpus, out = Path(corpus), Path(out)
     if not (corpus / "manifest.jsonl").is_file():
@@ -193,9 +196,6 @@ def tokenize_corpus(corpus, out, codec=None, tokenizer=None, workers: int = 2,
     if bad:
         raise VoxlmError(f"item id {bad[0]!r} cannot name a file", "use ids without slashes or a leading dot")
     model = load_codec(codec)  # validates the file (or says that no codec ships)
-    if sum(map(bool, (text_vocab, trim, tokenizer is not None))) > 1:
-        raise VoxlmError("--tokenizer, --text-vocab and --trim each choose the text tokenizer",
-                         "pass at most one of them")
     if text_vocab or trim:
         text = corpus_tokenizer(rows, out, text_vocab, trim)
     else:
