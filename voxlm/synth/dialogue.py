@@ -53,7 +53,7 @@ class DialogueConfig:
     engine_weights: tuple = (4.0, 3.0, 0.3, 1.0)  # relative odds per engine (kokoro is ~1.2x RT)
     qa_share: float = 0.4  # fraction of dialogues that are spoken QA; the rest are chitchat
     qa_exchanges: tuple = (1, 4)  # QA exchanges in one QA dialogue, inclusive range
-    max_operand: int = 20  # largest number in arithmetic questions
+    max_operand: int = 12  # largest number in arithmetic questions (0..12, plus, minus, times)
     chitchat_turns: tuple = (4, 8)  # consecutive turns taken from one conversation, inclusive
     user_rates: tuple = (0.9, 1.0, 1.1)  # speaking-rate factors a user voice may get
     user_pitch: tuple = (0.85, 1.15)  # pitch factor range for user voices (espeak honours it)
