@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from voxlm.codec.model import Codec, CodecConfig, codec_config, load_codec
+from voxlm.codec.model import Codec, codec_config, load_codec
 from voxlm.codec.train import CodecTask, CodecTrainConfig, export_codec
 from voxlm.codec.vocoder import LEVEL_SCALE, HarmonicNoiseVocoder
 from voxlm.errors import VoxlmError

@@ -1,13 +1,10 @@
 """`voxlm synth corpus`: real synthesis, manifests, speaker-disjoint splits, kill and resume."""
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from voxlm.audio import load_audio

@@ -15,7 +15,7 @@ import torch
 from voxlm.audio import load_audio, save_audio
 from voxlm.cli import main
 from voxlm.codec.files import decode_codes, encode_audio
-from voxlm.codec.model import Codec, codec_config, load_codec
+from voxlm.codec.model import Codec, codec_config
 from voxlm.codec.train import export_codec
 from voxlm.errors import VoxlmError
 from voxlm.lm.data import MOSHI_DELAY, LayoutConfig

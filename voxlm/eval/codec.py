@@ -104,7 +104,7 @@ def write_report(path, summary: list, timings: dict, seconds: float, n_files: in
     """Markdown table of the summary (WER in percent) and the cost of each step, written
     atomically. timings: {step: [compute seconds, audio seconds]}."""
     head = ["system", "kbps", *(COLUMNS[m][0] for m in METRICS)]
-    lines = [f"# Codec evaluation\n",
+    lines = ["# Codec evaluation\n",
              f"{n_files} files, {seconds:.1f} s of audio at {SAMPLE_RATE} Hz. Means over files "
              "(undefined values left out); WER pooled over all words (Whisper tiny.en, int8). "
              f"'{ORIGINAL}' is the input itself: the judge's own WER and DNSMOS.\n",

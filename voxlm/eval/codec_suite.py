@@ -6,7 +6,6 @@ per evaluation set, plus codebook usage and the semantic-codebook probe.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +70,8 @@ def run_codec_eval(data_dirs, report, checkpoint=None, bitrates=DEFAULT_KBPS, li
     lines = ["# Codec evaluation", ""]
     for folder in map(Path, data_dirs):
         rows = eval_rows(folder, limit)
-        summary = evaluate_codecs(rows, folder, systems, report / folder.name, progress=progress,
-                                  judges=judges)
+        evaluate_codecs(rows, folder, systems, report / folder.name, progress=progress,
+                        judges=judges)
         lines += [f"## {folder.name}: {len(rows)} files", "",
                   (report / folder.name / "report.md").read_text().split("\n", 2)[2], ""]
     first = Path(data_dirs[0])
