@@ -276,7 +276,7 @@ def cmd_serve(args):
     _threads(args)
     config = ServerConfig(host=args.host, port=args.port, token=args.token or None,
                           max_sessions=args.max_sessions, sampling=_sampling(args), seed=args.seed,
-                          max_session_seconds=args.max_session_seconds)
+                          max_session_seconds=args.max_session_seconds, int8=not args.fp32)
     server = DialogueServer(load_dialogue_model(args.checkpoint, args.codec), config)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not config.token:
         print(f"voxlm serve: warning: {args.host} is reachable from other machines and no "

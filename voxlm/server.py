@@ -53,6 +53,7 @@ class ServerConfig:
     max_message_bytes: int = 1 << 20  # a larger websocket message closes the connection
     sampling: SamplingOptions = SamplingOptions()
     seed: int | None = None  # seeds torch's generator once at start
+    int8: bool = False  # the LM's matrix products with int8 weights (`voxlm serve` turns it on)
 
 
 def _json(kind: str, **fields) -> str:
@@ -93,7 +94,7 @@ class DialogueServer:
             import torch
 
             torch.manual_seed(config.seed)
-        self.runtime = DuplexRuntime(model, config.max_sessions, config.sampling,
+        self.runtime = DuplexRuntime(model, config.max_sessions, config.sampling, int8=config.int8,
                                      max_buffered_seconds=config.max_buffered_seconds)
         self.clients: dict = {}  # session id -> _Client
         self.finished: deque = deque(maxlen=32)  # summaries of ended sessions (newest last)
