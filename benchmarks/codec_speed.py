@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-BENCH_PYTHON = "/work/benchvenv/bin/python"  # the venv that holds moshi (see docstring)
-REPO = Path(__file__).resolve().parents[1]
+from peers import BENCH_PYTHON, REPO, run_peer
+
 WARMUP_FRAMES = 10  # frames run (and thrown away) before timing: allocator and kernel warm-up
 
 
@@ -121,18 +119,9 @@ def child_voxlm(args) -> dict:
 
 
 def run_child(peer: str, args, config: str) -> dict:
-    python = BENCH_PYTHON if peer == "mimi" else sys.executable
-    if not Path(python).exists():
-        return {"peer": peer, "skipped": f"{python} not found; see this script's docstring"}
-    cmd = [python, __file__, "--child", peer, "--seconds", str(args.seconds),
-           "--config", config] + (["--checkpoint", args.checkpoint] if args.checkpoint else [])
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"peer": peer, "skipped": f"failed (exit {proc.returncode}): {tail}"}
-    return json.loads(lines[-1])
+    child = ["--child", peer, "--seconds", args.seconds, "--config", config]
+    child += ["--checkpoint", args.checkpoint] if args.checkpoint else []
+    return run_peer(peer, __file__, child, BENCH_PYTHON if peer == "mimi" else None)
 
 
 def table(results: list) -> str:

@@ -45,14 +45,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-BENCH_PYTHON = "/work/benchvenv/bin/python"  # the venv that holds moshi (see docstring)
-REPO = Path(__file__).resolve().parents[1]
+from peers import BENCH_PYTHON, REPO, run_peer
+
 FRAME_MS = 80.0  # one frame at 12.5 Hz
 GOAL_MS = 20.0  # one step at the base size on one CPU thread
 MOSHI_OVERRIDES = {  # on top of moshi's loaders._lm_kwargs (the 7B Moshi), to voxlm's base sizes
@@ -138,20 +135,12 @@ def child_moshi(args) -> list:
 
 
 def run_child(peer: str, args) -> list:
-    python = BENCH_PYTHON if peer == "moshi" else sys.executable
-    if not Path(python).exists():
-        return [{"peer": peer, "skipped": f"{python} not found; see this script's docstring"}]
-    cmd = [python, __file__, "--child", peer, "--frames", str(args.frames),
-           "--warmup", str(args.warmup), "--text-card", str(args.text_card)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    if peer == "moshi":
-        env["NO_TORCH_COMPILE"] = "1"  # read when moshi is imported
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return [{"peer": peer, "skipped": f"failed (exit {proc.returncode}): {tail}"}]
-    return json.loads(lines[-1])["rows"]
+    child = ["--child", peer, "--frames", args.frames, "--warmup", args.warmup,
+             "--text-card", args.text_card]
+    moshi = peer == "moshi"  # NO_TORCH_COMPILE is read when moshi is imported
+    out = run_peer(peer, __file__, child, BENCH_PYTHON if moshi else None,
+                   {"NO_TORCH_COMPILE": "1"} if moshi else None)
+    return [out] if "skipped" in out else out["rows"]
 
 
 def table(results: list) -> str:
