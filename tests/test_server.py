@@ -4,6 +4,7 @@ connection, ping and stop, the token, the origin check, the session limit, a ful
 client that vanishes mid-stream. Sessions run in real time (80 ms a frame), so each is short."""
 import asyncio
 import json
+import random
 import socket
 import time
 
@@ -128,6 +129,61 @@ def test_bad_messages_get_errors_not_a_disconnect(folder):
     assert pong and pong[0]["t"] == 12.5 and {"input_buffer_ms", "step_ms"} <= set(pong[0])
     assert sum(1 for kind, data in later if kind == AUDIO and data[0] == 0x01) >= 3
     assert server.finished[-1]["input_samples"] == 1  # the two halves made one sample
+
+
+def fuzzed_messages(count: int, seed: int = 0) -> list:
+    """[(is_binary, payload, expected reply kind)]: random kinds and lengths of binary messages,
+    random text (JSON or not, any unicode), pings with any "t"; never "stop"."""
+    rng = random.Random(seed)
+    values = [None, True, 0, -1, 1e308, "x" * 300, "\u00e9\U0001f600\x00", [], {}, [{"a": [1]}]]
+    out = []
+    for _ in range(count):
+        roll = rng.random()
+        if roll < 0.4:  # binary: any first byte, any length (odd ones too)
+            payload = bytes([rng.randrange(256)]) + rng.randbytes(rng.randrange(0, 3000))
+            if rng.random() < 0.05:
+                payload = b""
+            good = payload[:1] == b"\x01"
+            out.append((True, payload, "audio" if good else "error"))
+        elif roll < 0.55:
+            out.append((False, json.dumps({"type": "ping", "t": rng.choice(values)}), "pong"))
+        else:  # text that is not a control message
+            choice = rng.random()
+            if choice < 0.3:
+                text = "".join(chr(rng.randrange(1, 0x2FFF)) for _ in range(rng.randrange(0, 200)))
+            elif choice < 0.7:
+                text = json.dumps({"type": rng.choice(values + ["dance", "PING", "stop "]),
+                                   "t": rng.choice(values)})
+            else:
+                text = json.dumps(rng.choice(values))
+            out.append((False, text, "error"))
+    return out
+
+
+def test_fuzzed_messages_get_answers_and_the_session_lives(folder):
+    messages = fuzzed_messages(300)
+    with running(folder) as (server, url):
+        async def talk():
+            async with aiohttp.ClientSession() as http, http.ws_connect(url + "api/chat") as ws:
+                await ws.receive(timeout=5)
+                for binary, payload, _ in messages:
+                    await (ws.send_bytes(payload) if binary else ws.send_str(payload))
+                replies = await collect(ws, 1.5)
+                async with http.get(url + "health") as response:
+                    health = json.loads(await response.text())
+                await ws.send_str(json.dumps({"type": "stop"}))
+                await collect(ws, 2.0)
+                return replies, health
+
+        replies, health = run(talk())
+    found = controls(replies)
+    expected = [kind for _, _, kind in messages]
+    assert sum(m["type"] == "error" for m in found) == expected.count("error")
+    assert sum(m["type"] == "pong" for m in found) == expected.count("pong")
+    assert not any(kind in CLOSED for kind, _ in replies)  # never disconnected
+    assert sum(1 for kind, data in replies if kind == AUDIO and data[:1] == b"\x01") >= 5
+    assert health["status"] == "ok" and health["sessions"] == 1
+    assert not server.clients  # the stop freed the slot
 
 
 def test_token_and_origin(folder):
