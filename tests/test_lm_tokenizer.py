@@ -154,6 +154,10 @@ def test_trained_tokenizer_bad_input(tmp_path):
         train_tokenizer(["", "  "], 300, tmp_path / "t.model")
     with pytest.raises(VoxlmError, match="vocab_size 100 is too small"):
         train_tokenizer(SENTENCES, 100, tmp_path / "t.model")
+    with pytest.raises(VoxlmError, match=r"cannot make 262 ids from this text \(this text "
+                                         r"needs at least \d+\); raise the vocabulary size"):
+        train_tokenizer(SENTENCES + HARD, 262, tmp_path / "t.model")  # more characters than ids
+    assert not (tmp_path / "t.model").exists()
     with pytest.raises(VoxlmError, match="no such tokenizer file"):
         load_tokenizer(tmp_path / "missing.model")
     junk = tmp_path / "junk.model"

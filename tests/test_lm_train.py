@@ -165,6 +165,28 @@ def test_corpus_trained_and_trimmed_tokenizers(corpora, tmp_path):
         assert [[table[j] for j in w["ids"]] for w in words] == tokenize_words(row["words"], gemma)
 
 
+def test_several_tokens_folders_train_as_one(corpora, tokens, tmp_path):
+    from voxlm.lm.data import ShardSet, open_shards
+
+    shutil.copytree(tokens, tmp_path / "again")
+    both = open_shards([tokens, tmp_path / "again"])
+    one = TokenShards(tokens)
+    assert isinstance(both, ShardSet) and isinstance(open_shards([tokens]), TokenShards)
+    n = len(one.items)
+    assert len(both.items) == 2 * n and (both.vocab_size, both.n_q) == (one.vocab_size, one.n_q)
+    for i in range(n):
+        assert np.array_equal(both.channel(n + i, 0), one.channel(i, 0))
+        assert both.words(n + i, 0) == one.words(i, 0)
+    run = task([tokens, tmp_path / "again"])
+    Trainer(run, TrainConfig(steps=1, warmup=1, save_every=1), tmp_path / "run", progress=False)
+    assert run.data.batches_per_epoch > LMData(one, run.model_config, run.config.layout,
+                                               run.config.batch_size).batches_per_epoch
+    tokenize_corpus(corpora["mono"], tmp_path / "own", corpora["codec"], workers=1,
+                    progress=False, text_vocab=300)
+    with pytest.raises(VoxlmError, match="another tokenizer"):
+        open_shards([tokens, tmp_path / "own"])
+
+
 def test_resume_finishes_without_redoing_items(corpora, tokens, tmp_path):
     out = tmp_path / "tokens"
     shutil.copytree(tokens, out)

@@ -124,7 +124,9 @@ def _add_lm(top, add):
 
     p = add(sub, "train", "lm train", commands.cmd_lm_train,
             "train the LM (one process, or under torchrun for DDP); resumes from --out")
-    p.add_argument("--data", required=True, type=Path, help="tokens folder from `voxlm lm tokenize`")
+    p.add_argument("--data", required=True, type=Path, action="append",
+                   help="tokens folder from `voxlm lm tokenize` (repeat to train on several, "
+                        "tokenized with the same codec and tokenizer)")
     p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, curve)")
     p.add_argument("--mode", choices=LM_MODES, default="aligned",
                    help="stream layout: speech only, SpiRit-LM interleaving, time-aligned text "

@@ -114,6 +114,45 @@ class TokenShards:
         return load_tokenizer(self.folder / "tokenizer.model")
 
 
+class ShardSet:
+    """Several tokens folders read as one (`voxlm lm train --data A --data B`): items in folder
+    order, the header, tokenizer and folder of the first. All must share the codec, the text
+    tokenizer, the frame rate and the codebooks, or training would mix units."""
+
+    def __init__(self, folders):
+        self.parts = [TokenShards(f) for f in folders]
+        first = self.parts[0]
+        for part in self.parts[1:]:
+            for key in ("codec", "tokenizer"):
+                if part.header[key]["sha256"] != first.header[key]["sha256"]:
+                    raise VoxlmError(f"{part.folder} was tokenized with another {key} than "
+                                     f"{first.folder}",
+                                     "tokenize every corpus with the same --codec and tokenizer "
+                                     "(--tokenizer FIRST/tokenizer.model)")
+        self.folder, self.header = first.folder, first.header
+        self.items = [item for part in self.parts for item in part.items]
+        self._where = [(part, i) for part in self.parts for i in range(len(part.items))]
+
+    frame_rate, n_q = TokenShards.frame_rate, TokenShards.n_q
+    codebook_size, vocab_size = TokenShards.codebook_size, TokenShards.vocab_size
+    tokenizer = TokenShards.tokenizer
+
+    def channel(self, item: int, channel: int) -> np.ndarray:
+        part, index = self._where[item]
+        return part.channel(index, channel)
+
+    def words(self, item: int, channel: int) -> list:
+        part, index = self._where[item]
+        return part.words(index, channel)
+
+
+def open_shards(folders):
+    """One tokens folder (a path) or several (a list of paths) -> TokenShards or ShardSet."""
+    if isinstance(folders, (list, tuple)):
+        return TokenShards(folders[0]) if len(folders) == 1 else ShardSet(folders)
+    return TokenShards(folders)
+
+
 def config_for_shards(base: LMConfig, shards: TokenShards) -> LMConfig:
     """`base` with the data's audio vocabulary (card), at most its codebooks (n_q) and the
     tokenizer's text vocabulary (text_card)."""

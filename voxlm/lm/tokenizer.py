@@ -28,6 +28,7 @@ reserves its own ids first (`streams.TEXT_OFFSET`): tokenizer id i is text id i 
 """
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -256,13 +257,19 @@ def train_tokenizer(texts, vocab_size: int, path, model_type: str = "bpe") -> To
         raise VoxlmError(f"vocab_size {vocab_size} is too small",
                          "use at least 260 (256 byte pieces + pad, eos, bos, unk)")
     proto = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=proto, vocab_size=vocab_size,
-        model_type=model_type, byte_fallback=True, character_coverage=1.0,
-        normalization_rule_name="identity", add_dummy_prefix=False,
-        remove_extra_whitespaces=False, split_digits=True, hard_vocab_limit=False,
-        pad_id=PAD_ID, eos_id=EOS_ID, bos_id=BOS_ID, unk_id=UNK_ID, num_threads=1,
-        minloglevel=2)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts), model_writer=proto, vocab_size=vocab_size,
+            model_type=model_type, byte_fallback=True, character_coverage=1.0,
+            normalization_rule_name="identity", add_dummy_prefix=False,
+            remove_extra_whitespaces=False, split_digits=True, hard_vocab_limit=False,
+            pad_id=PAD_ID, eos_id=EOS_ID, bos_id=BOS_ID, unk_id=UNK_ID, num_threads=1,
+            minloglevel=2)
+    except RuntimeError as error:  # sentencepiece's own checks: fewer ids than characters
+        found = re.search(r"(\d+) vs (\d+)\.", str(error))
+        need = f" (this text needs at least {found.group(2)})" if found else ""
+        raise VoxlmError(f"sentencepiece cannot make {vocab_size} ids from this text{need}",
+                         "raise the vocabulary size (--text-vocab)") from None
     tokenizer = Tokenizer(proto.getvalue(), Path(path).stem)
     tokenizer.save(path)
     return tokenizer

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..errors import VoxlmError
 from ..train import no_sync, unwrap
-from .data import LayoutConfig, LMData, TokenShards, config_for_shards
+from .data import LayoutConfig, LMData, config_for_shards, open_shards
 from .model import LM, LMConfig, LMOutput, save_lm
 
 
@@ -76,7 +76,7 @@ class LMTask:
 
     def __init__(self, tokens_dir, model_config: LMConfig, config: LMTrainConfig,
                  progress: bool = True):
-        self.shards = TokenShards(tokens_dir)  # errors on a bad folder before any process starts
+        self.shards = open_shards(tokens_dir)  # errors on a bad folder before any process starts
         self.model_config = config_for_shards(model_config, self.shards)
         self.config, self.progress = config, progress
 
