@@ -167,23 +167,10 @@ def cmd_lm_tokenize(args):
 
 
 def cmd_lm_train(args):
-    from .errors import VoxlmError
     from .lm.data import LayoutConfig
     from .lm.model import lm_config
     from .lm.train import LMTask, LMTrainConfig
 
-    for flag, value, ok, fix in (
-            ("--lr", args.lr, 0 < args.lr < 1, "pass a learning rate such as 3e-4"),
-            ("--weight-decay", args.weight_decay, 0 <= args.weight_decay < 10, "pass 0 or more, e.g. 0.1"),
-            ("--grad-clip", args.grad_clip, args.grad_clip > 0, "pass a norm above 0, e.g. 1.0"),
-            ("--accum", args.accum, args.accum >= 1, "pass 1 or more microbatches"),
-            ("--seq-len", args.seq_len, args.seq_len >= 0, "pass 0 (the context) or more frames"),
-            ("--tts-share", args.tts_share, 0 <= args.tts_share <= 1, "pass a share in 0..1")):
-        if not ok:
-            raise VoxlmError(f"{flag} {value}", fix)
-    if args.shape_only and not args.warm_start:
-        raise VoxlmError("--shape-only takes the shape of a --warm-start model, and none was given",
-                         "add --warm-start gguf (or a model path), or drop --shape-only")
     layout = LayoutConfig(mode=args.mode, seq_len=args.seq_len, tts_share=args.tts_share,
                           tts_delay=args.tts_delay, asr_delay=args.asr_delay)
     config = LMTrainConfig(batch_size=args.batch_size, accum=args.accum, lr=args.lr,

@@ -116,8 +116,8 @@ class TokenShards:
 
 class ShardSet:
     """Several tokens folders read as one (`voxlm lm train --data A --data B`): items in folder
-    order, the header, tokenizer and folder of the first. All must share the codec, the text
-    tokenizer, the frame rate and the codebooks, or training would mix units."""
+    order, the header, tokenizer and folder of the first. All must come from the same codec
+    (hence frame rate and codebooks) and text tokenizer, or training would mix units."""
 
     def __init__(self, folders):
         self.parts = [TokenShards(f) for f in folders]

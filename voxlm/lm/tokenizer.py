@@ -228,8 +228,11 @@ def source_rows(tokenizer: Tokenizer, source: Tokenizer) -> list:
     rows, missing = [], []
     for i in range(tokenizer.vocab_size):
         piece = tokenizer.piece(i)
-        j = source.sp.piece_to_id(piece)
-        (rows if source.piece(j) == piece else missing).append(j if source.piece(j) == piece else piece)
+        j = source.sp.piece_to_id(piece)  # the unknown id when `source` lacks the piece
+        if source.piece(j) == piece:
+            rows.append(j)
+        else:
+            missing.append(piece)
     if missing:
         raise VoxlmError(f"{len(missing)} pieces of {tokenizer.name} are not in {source.name} "
                          f"(e.g. {missing[:3]})",

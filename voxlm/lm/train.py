@@ -47,6 +47,21 @@ class LMTrainConfig:
     warm_weights: bool = True  # False: the warm-start model's shape, weights drawn fresh (the
     #                            random-init baseline of a warm-start comparison)
 
+    def __post_init__(self):
+        """Bad values fail here, named by their `voxlm lm train` flags, before any data loads
+        (the layout's own values are checked with the data: `data._check`)."""
+        for flag, value, ok, fix in (
+                ("--lr", self.lr, 0 < self.lr < 1, "pass a learning rate such as 3e-4"),
+                ("--weight-decay", self.weight_decay, 0 <= self.weight_decay < 10,
+                 "pass 0 or more, e.g. 0.1"),
+                ("--grad-clip", self.grad_clip, self.grad_clip > 0, "pass a norm above 0, e.g. 1.0"),
+                ("--accum", self.accum, self.accum >= 1, "pass 1 or more microbatches")):
+            if not ok:
+                raise VoxlmError(f"{flag} {value}", fix)
+        if not self.warm_weights and not self.warm_start:
+            raise VoxlmError("--shape-only takes the shape of a --warm-start model, and none was "
+                             "given", "add --warm-start gguf (or a model path), or drop --shape-only")
+
 
 def stream_losses(output: LMOutput, tokens: torch.Tensor) -> tuple:
     """Summed cross-entropy and target counts per model stream: -> (sums [1 + n_q] float32,
@@ -117,14 +132,13 @@ class LMTask:
 
     def _trimmed_rows(self, source, vocab: int) -> list:
         """The warm-start rows of a trimmed Gemma tokenizer's ids (`voxlm lm tokenize --trim`)."""
-        from .tokenizer import load_gemma_tokenizer, load_tokenizer, source_rows
+        from .tokenizer import load_gemma_tokenizer, source_rows
 
         if source is not None and not str(source).endswith(".gguf"):
             raise VoxlmError(f"the warm-start model has {vocab} text ids, the tokens in "
                              f"{self.shards.folder} {self.shards.vocab_size}",
                              "tokenize with the warm-start model's tokenizer")
-        return source_rows(load_tokenizer(self.shards.folder / "tokenizer.model"),
-                           load_gemma_tokenizer(source))
+        return source_rows(self.shards.tokenizer(), load_gemma_tokenizer(source))
 
     def wrap(self, dist_info):
         if dist_info.world > 1:
