@@ -20,6 +20,7 @@ from voxlm.data import write_manifest
 from voxlm.errors import VoxlmError
 from voxlm.lm.data import MODES, LayoutConfig, LMData, TokenShards, collate, config_for_shards
 from voxlm.lm.model import LM, TEXT_EOW_ID, lm_config, lm_loss, load_lm
+from voxlm.lm.speech import load_speech_lm
 from voxlm.lm.streams import TEXT_OFFSET, channel_words, tokenize_words
 from voxlm.lm.tokenize_corpus import part_path, tokenize_corpus
 from voxlm.lm.tokenizer import load_tokenizer, train_tokenizer
@@ -310,6 +311,19 @@ def test_tiny_lm_learns_and_exports(tokens, tmp_path):
     lm = load_lm(tmp_path)
     assert lm.config == trainer.task.model_config and lm.config.text_card == TokenShards(tokens).vocab_size + 2
     assert (tmp_path / "tokenizer.model").read_bytes() == (tokens / "tokenizer.model").read_bytes()
+    # `voxlm lm export --int8`: a smaller file with the tokenizer beside it, close to the run's
+    out = tmp_path / "shipped" / "lm.safetensors"
+    done = subprocess.run([sys.executable, "-m", "voxlm", "lm", "export", str(tmp_path), str(out),
+                           "--int8"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert out.stat().st_size < (tmp_path / "model.safetensors").stat().st_size
+    shipped = load_speech_lm(out)
+    assert shipped.tokenizer().model_proto == (tokens / "tokenizer.model").read_bytes()
+    assert shipped.extra["mode"] == "aligned" and shipped.lm.config == lm.config
+    batch = trainer.task.batch(0, trainer.dist)[0][:2]
+    with torch.no_grad():
+        a, b = lm(batch).audio_logits, shipped.lm(batch).audio_logits
+    assert (a - b).abs().max() < 0.05 * a.abs().max()
 
 
 def test_resume_after_kill_reproduces_the_run(tokens, tmp_path):

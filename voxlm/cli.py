@@ -29,6 +29,7 @@ EXAMPLES = {
     "codec export": "voxlm codec export runs/codec voxlm/assets/codec.safetensors --int8",
     "lm tokenize": "voxlm lm tokenize --data data/corpus --out data/tokens --workers 2",
     "lm train": "voxlm lm train --data data/tokens --out runs/lm --mode aligned --config base --steps 20000",
+    "lm export": "voxlm lm export runs/dialogue voxlm/assets/dialogue.safetensors --int8",
     "tts": "voxlm tts \"Hello there, how are you?\" -o hello.wav --checkpoint runs/lm",
     "asr": "voxlm asr speech.wav --checkpoint runs/lm",
     "continue": "voxlm continue prompt.wav -o more.wav --seconds 5 --checkpoint runs/lm",
@@ -131,7 +132,7 @@ def _add_lm(top, add):
     p.add_argument("--mode", choices=LM_MODES, default="aligned",
                    help="stream layout: speech only, SpiRit-LM interleaving, time-aligned text "
                         "(TTS and ASR directions), or full duplex (dialogue corpora)")
-    p.add_argument("--config", choices=("tiny", "base"), default="base", help="model size")
+    p.add_argument("--config", choices=("tiny", "small", "base"), default="base", help="model size")
     p.add_argument("--steps", type=int, default=20000, help="total optimizer steps")
     p.add_argument("--batch-size", type=int, default=16, help="global batch (sequences per step)")
     p.add_argument("--accum", type=int, default=1, help="microbatches per step")
@@ -159,6 +160,14 @@ def _add_lm(top, add):
                         "baseline a warm start is compared with)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add(sub, "export", "lm export", commands.cmd_lm_export,
+            "a run's LM as a small inference file (fp16, or int8 matrices) with its tokenizer")
+    p.add_argument("run", type=Path, help="run folder or model file")
+    p.add_argument("output", type=Path, help="model file (.safetensors); the tokenizer goes "
+                                             "beside it as <name>.tokenizer.model")
+    p.add_argument("--int8", action="store_true", help="int8 weight matrices with per-row scales")
+    p.add_argument("--curve", type=Path, help="also plot the run's training curve to this PNG")
 
 
 def _add_speech(top, add):

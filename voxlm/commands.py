@@ -181,6 +181,25 @@ def cmd_lm_train(args):
            args, warmup=args.warmup, bf16=args.bf16)
 
 
+def cmd_lm_export(args):
+    import torch
+
+    from .data import write_atomic
+    from .eval.curves import plot_curve
+    from .lm.model import save_lm
+    from .lm.speech import load_speech_lm
+
+    speech = load_speech_lm(args.run)
+    tokenizer = speech.tokenizer()  # checked against the one the LM was trained with
+    path = save_lm(args.output, speech.lm, dtype=torch.float16, int8=args.int8, extra=speech.extra)
+    beside = args.output.with_suffix(".tokenizer.model")
+    write_atomic(beside, tokenizer.model_proto)
+    print(f"wrote {path}: {path.stat().st_size / 1e6:.1f} MB, and {beside.name}")
+    curve = speech.path.parent / "metrics.jsonl"
+    if args.curve and curve.exists():
+        print(f"wrote {plot_curve(curve, args.curve, title=f'LM training: {speech.path.parent.name}')}")
+
+
 def _sampling(args):
     from .lm.generate import SamplingOptions
 

@@ -90,16 +90,19 @@ class LMConfig:
 
 
 def lm_config(name: str) -> LMConfig:
-    """Named presets: `tiny` for tests, `base` for the step-latency goal: Moshi's LMModel at the
+    """Named presets: `tiny` for tests, `small` for the shipped dialogue model, `base` for the
+    step-latency goal: Moshi's LMModel at the
     same sizes (dim 512, 8 layers, depformer 256 x 2, 8 + 8 codebooks, 32000 text ids) takes
     62 ms per frame step on one thread here, base 23 ms with int8 weights
     (benchmarks/lm_step_latency.py)."""
     if name == "tiny":
         return LMConfig(dim=32, layers=2, heads=2, context=16, ff_mult=2, depth_dim=32,
                         depth_layers=2, depth_heads=2, n_q=3, card=64, text_card=40)
+    if name == "small":  # the shipped dialogue model: fits the 40 MB of assets in int8
+        return LMConfig(dim=384, layers=6, heads=6)
     if name == "base":
         return LMConfig()
-    raise ValueError(f"unknown lm config {name!r}; choose tiny or base")
+    raise ValueError(f"unknown lm config {name!r}; choose tiny, small or base")
 
 
 class LMOutput(NamedTuple):
