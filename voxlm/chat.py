@@ -37,6 +37,7 @@ class ChatOptions:
     end_silence: float = 1.0  # s of the model's silence after it spoke that end its answer
     silence_db: float = -45.0  # dBFS (frame RMS) below which a model frame is silent
     sampling: SamplingOptions = SamplingOptions()
+    int8: bool = False  # the LM's matrix products with int8 weights, as `voxlm serve` runs it
 
 
 class ChatResult(NamedTuple):
@@ -73,7 +74,7 @@ def chat(model, audio: np.ndarray, options: ChatOptions = ChatOptions(),
         torch.manual_seed(seed)
     voice, texts, words = [], [], []
     spoke, quiet = False, 0
-    with DuplexRuntime(model, 1, options.sampling) as runtime:
+    with DuplexRuntime(model, 1, options.sampling, int8=options.int8) as runtime:
         session = runtime.open()
         session.feed(user[:min(limit, input_frames) * hop])
         while len(voice) < limit:

@@ -20,7 +20,7 @@ EXAMPLES = {
     "synth say": "voxlm synth say \"Hello there.\" -o hello.wav --voice flite:slt",
     "audio info": "voxlm audio info speech.mp3",
     "audio convert": "voxlm audio convert speech.mp3 speech.wav --normalize",
-    "demo": "voxlm demo --out voxlm-demo",
+    "demo": "voxlm demo --out voxlm-demo --questions 3",
     "codec train": "voxlm codec train --data data/corpus --out runs/codec --config base --steps 20000",
     "codec encode": "voxlm codec encode speech.wav codes.npy --bitrate 1.0",
     "codec decode": "voxlm codec decode codes.npy speech.wav",
@@ -361,8 +361,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dialogue(top, add)
     _add_eval_and_units(top, add)
 
-    p = add(top, "demo", "demo", commands.cmd_demo, "the main job: synthesize a short spoken dialogue")
-    p.add_argument("--out", type=Path, default=Path("voxlm-demo"))
+    p = add(top, "demo", "demo", commands.cmd_demo, "the main job: ask the dialogue model a few "
+            "spoken questions in held-out voices; stereo wavs, transcripts and an HTML report")
+    p.add_argument("--out", type=Path, default=Path("voxlm-demo"), help="output folder")
+    p.add_argument("--checkpoint", type=Path, help="dialogue model: an LM run folder or model file "
+                                                   "trained with --mode duplex (default: the shipped one)")
+    p.add_argument("--questions", type=int, default=3,
+                   help="spoken questions, one conversation each (two arithmetic, one chitchat, ...)")
+    p.add_argument("--seed", type=int, default=0, help="picks the questions and seeds sampling")
+    p.add_argument("--fp32", action="store_true", help="run the LM in fp32 (default: int8 "
+                                                        "weights, as `voxlm serve` runs it)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 

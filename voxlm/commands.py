@@ -83,9 +83,13 @@ def cmd_audio_convert(args):
 
 
 def cmd_demo(args):
+    import torch
+
     from .demo import run_demo
 
-    run_demo(args.out)
+    torch.set_num_threads(1)  # one frame at a time: 1 thread is fastest (chat's default too)
+    run_demo(args.out, args.checkpoint, args.questions, args.seed, int8=not args.fp32,
+             progress=not args.quiet)
 
 
 def cmd_codec_train(args):
