@@ -38,6 +38,8 @@ EXAMPLES = {
     "serve": "voxlm serve --port 8998 --max-sessions 8 --checkpoint runs/dialogue",
     "eval codec": "voxlm eval codec --data data/heldout --data data/realset --report reports/codec",
     "eval lm": "voxlm eval lm --report reports/lm --checkpoint runs/lm --data data/tokens --real data/realset",
+    "eval dialogue": "voxlm eval dialogue --report reports/dialogue --checkpoint runs/dialogue "
+                     "--data data/dialogues --limit 20",
     "units fit": "voxlm units fit --data data/corpus --out units.npz --k 100",
     "units encode": "voxlm units encode --data data/corpus --units units.npz --out units.jsonl",
     "units abx": "voxlm units abx --data data/corpus --units units.npz",
@@ -82,6 +84,23 @@ def _add_eval_and_units(top, add):
     p.add_argument("--speech-limit", type=int, default=50, help="utterances per TTS / ASR set")
     p.add_argument("--cache", type=Path, help="synthesized pair audio and codes (default REPORT/cache)")
     p.add_argument("--seed", type=int, default=0, help="pair sampling and generation seed")
+    p.add_argument("--quiet", action="store_true")
+    p = add(sub, "dialogue", "eval dialogue", commands.cmd_eval_dialogue,
+            "the dialogue model replying live to held-out dialogues: turn-taking statistics "
+            "and response latency beside the reference, spoken QA accuracy (Whisper)")
+    p.add_argument("--report", required=True, type=Path, help="report folder")
+    p.add_argument("--checkpoint", type=Path, help="dialogue model: LM run folder or model file "
+                                                   "trained with --mode duplex (default: shipped)")
+    p.add_argument("--codec", type=Path, help="codec model file or run folder (default: the "
+                                              "one the LM was trained on, else the shipped one)")
+    p.add_argument("--data", type=Path, default=Path("data/dialogues"),
+                   help="dialogue corpus (voxlm synth dialogues); its held-out voices are used")
+    p.add_argument("--limit", type=int, default=20, help="dialogues (split test first, then valid)")
+    p.add_argument("--temperature", type=float, default=0.8, help="audio sampling temperature")
+    p.add_argument("--top-k", type=int, default=250, help="sample among the k likeliest codes")
+    p.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling mass (0: off)")
+    p.add_argument("--seed", type=int, default=0, help="generation seed (dialogue i uses seed + i)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--quiet", action="store_true")
 
     units = top.add_parser("units", help=f"GSLM-style k-means units (e.g. `{EXAMPLES['units fit']}`)")

@@ -316,6 +316,15 @@ def cmd_eval_lm(args):
     print(f"report: {path}")
 
 
+def cmd_eval_dialogue(args):
+    from .eval.dialogue import run_dialogue_eval
+
+    _threads(args)
+    path = run_dialogue_eval(args.report, args.checkpoint, args.codec, args.data, args.limit,
+                             args.seed, _sampling(args), not args.quiet)
+    print(f"report: {path}")
+
+
 def cmd_units_fit(args):
     from .units import fit_units_for_corpus
 
