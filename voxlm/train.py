@@ -2,12 +2,20 @@
 
     torchrun --nproc_per_node 2 -m voxlm codec train --data DIR --out RUN   # DDP over gloo on CPU
     voxlm codec train --data DIR --out RUN                                  # one process
+    torchrun --nproc_per_node 8 -m voxlm lm train --data DIR --out RUN --fsdp   # FSDP2 (LM)
 
 A task (codec or LM) supplies modules, optimizers and `train_step(microbatches, step)`; this
 file does the rest: process group (gloo on CPU, nccl on GPU), DDP wrapping, the cosine schedule,
 gradient accumulation (the task's microbatches), atomic checkpoints every N steps that resume
 exactly (model, optimizer, RNG and step; batches are a pure function of the step), TensorBoard
 scalars and a metrics.jsonl curve on rank 0, and a progress bar.
+
+With `fsdp` (a task with a `shard` method: the LM) and more than one process, the model is
+sharded with FSDP2 instead of DDP (`sharding.py`): each process holds 1/world of the weights,
+gradients and optimizer state, for models whose training state does not fit one device. The
+global batch, the loss and so the curve are the same as with DDP or one process; checkpoints
+are the same single file, so a run resumes with or without `--fsdp`. In one process `fsdp`
+changes nothing.
 
 RUN/train_state.pt   everything needed to resume          (atomic)
 RUN/model.safetensors the weights for inference           (atomic, task.export)
@@ -44,6 +52,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # torch intra-op threads per process; 0 leaves torch's default
     bf16: bool = False  # autocast to bfloat16 (on by default on GPU)
+    fsdp: bool = False  # under torchrun: shard the model with FSDP2 instead of DDP (LM only)
 
 
 @dataclass
@@ -96,10 +105,18 @@ def seed_everything(seed: int):
 
 
 def no_sync(module, sync: bool):
-    """DDP's no_sync when this microbatch is not the last one; a null context otherwise."""
+    """DDP's no_sync when this microbatch is not the last one; a null context otherwise. A
+    module sharded with FSDP2 reduce-scatters its gradients only when `sync` (the last one)."""
+    if hasattr(module, "set_requires_gradient_sync"):  # FSDP2
+        module.set_requires_gradient_sync(sync)
+        return contextlib.nullcontext()
     if sync or not hasattr(module, "no_sync"):
         return contextlib.nullcontext()
     return module.no_sync()
+
+
+def uses_bf16(config: TrainConfig, device: torch.device) -> bool:
+    return config.bf16 or device.type == "cuda"
 
 
 def unwrap(module):
@@ -116,7 +133,10 @@ class Trainer:
                                    ("--log-every", config.log_every, 1), ("--threads", config.threads, 0)):
             if value < least:
                 raise VoxlmError(f"{flag} is {value}", f"pass a whole number of at least {least}")
+        if config.fsdp and not hasattr(task, "shard"):
+            raise VoxlmError(f"{task.name} training has no --fsdp", "drop --fsdp: it trains with DDP")
         self.dist = setup_distributed()
+        self.sharded = config.fsdp and self.dist.world > 1  # FSDP2 instead of DDP
         if config.threads:
             torch.set_num_threads(config.threads)
         seed_everything(config.seed)
@@ -133,13 +153,23 @@ class Trainer:
         return self.out / "train_state.pt"
 
     def save(self):
+        if self.sharded:  # every process sends its shards; process 0 gets the full state
+            from .sharding import full_state
+
+            modules, optimizers = {}, {}
+            for name, module in self.task.modules.items():
+                modules[name], optimizers[name] = full_state(module, self.task.optimizers[name])
         if self.dist.main:
+            if not self.sharded:
+                modules = {n: unwrap(m).state_dict() for n, m in self.task.modules.items()}
+                optimizers = {n: o.state_dict() for n, o in self.task.optimizers.items()}
             state = {"step": self.step, "rng": rng_state(), "train_config": asdict(self.config),
-                     "modules": {n: unwrap(m).state_dict() for n, m in self.task.modules.items()},
-                     "optimizers": {n: o.state_dict() for n, o in self.task.optimizers.items()},
-                     "task": self.task.state()}
+                     "modules": modules, "optimizers": optimizers, "task": self.task.state()}
             save_torch_atomic(self.state_path, state)
-            self.task.export(self.out)
+            if self.sharded:
+                self.task.export(self.out, modules)
+            else:
+                self.task.export(self.out)
         if self.dist.world > 1:
             dist.barrier()
 
@@ -156,10 +186,17 @@ class Trainer:
             raise VoxlmError(f"{self.state_path} is not a voxlm training state",
                              "pass a new --out folder, or delete the file to restart from step 0")
         self.task.load_state(state.get("task", {}))  # first: it names a config mismatch
-        for name, module in self.task.modules.items():
-            unwrap(module).load_state_dict(state["modules"][name])
-        for name, optimizer in self.task.optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
+        if self.sharded:  # each process reads the whole state and keeps its shards
+            from .sharding import load_full_state
+
+            for name, module in self.task.modules.items():
+                load_full_state(module, self.task.optimizers[name], state["modules"][name],
+                                state["optimizers"][name])
+        else:
+            for name, module in self.task.modules.items():
+                unwrap(module).load_state_dict(state["modules"][name])
+            for name, optimizer in self.task.optimizers.items():
+                optimizer.load_state_dict(state["optimizers"][name])
         set_rng_state(state["rng"])
         self.step = state["step"]
         self._trim_metrics()
@@ -200,8 +237,7 @@ class Trainer:
 
     # ---- the loop ----
     def autocast(self):
-        use_bf16 = self.config.bf16 or self.dist.device.type == "cuda"
-        if not use_bf16:
+        if not uses_bf16(self.config, self.dist.device):
             return contextlib.nullcontext()
         return torch.autocast(self.dist.device.type, dtype=torch.bfloat16)
 
@@ -210,8 +246,12 @@ class Trainer:
         kill would (tests use it)."""
         from tqdm import tqdm
 
-        resumed = self.resume()
-        self.task.wrap(self.dist)
+        if self.sharded:  # the optimizer is built on the shards, before resume loads it
+            self.task.shard(self.dist, uses_bf16(self.config, self.dist.device))
+            resumed = self.resume()
+        else:
+            resumed = self.resume()
+            self.task.wrap(self.dist)
         bar = tqdm(total=self.config.steps, initial=self.step, disable=not (self.progress and self.dist.main),
                    desc=f"{self.task.name} train" + (" (resumed)" if resumed else ""), unit="step")
         last_log, window = time.time(), 0

@@ -2,6 +2,7 @@
 
     voxlm lm train --data data/tokens --out runs/lm --mode aligned --config base
     torchrun --nproc_per_node 2 -m voxlm lm train ...                      # DDP, the same batches
+    torchrun --nproc_per_node 8 -m voxlm lm train ... --fsdp               # FSDP2, the same batches
 
 AdamW with weight decay on matrices only (embeddings, projections, heads; not norms), gradient
 clipping, the shared cosine schedule. The loss is `model.lm_loss`'s: text cross-entropy plus the
@@ -10,7 +11,9 @@ whole global batch (not per process or microbatch), so any split over processes 
 microbatches gives the gradient of one process with the whole batch. Logged per step: loss,
 text_loss, audio_loss, semantic_loss (codebook 1), grad_norm, frames_per_s and tokens_per_s
 (frames x streams of the global batch, padding included, over the step's wall time with batch
-building). bf16 autocast comes from the Trainer (on by default on GPU).
+building). bf16 autocast comes from the Trainer (on by default on GPU). With `--fsdp` the
+Trainer calls `shard` instead of `wrap`: FSDP2 with each temporal and depth transformer block
+its own unit (`voxlm/sharding.py`).
 
 RUN/model.safetensors  the LM (save_lm; extra: mode, tokenizer, codec sha256 and path, frame
                        rate, the layout's tts/asr/duplex text delays that generation reads back)
@@ -26,10 +29,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from ..checkpoint import save_model
 from ..errors import VoxlmError
 from ..train import no_sync, unwrap
 from .data import LayoutConfig, LMData, config_for_shards, open_shards
-from .model import LM, LMConfig, LMOutput, save_lm
+from .model import LM, LMConfig, LMOutput
 
 
 @dataclass
@@ -107,14 +111,20 @@ class LMTask:
             raise VoxlmError(f"batch size {c.batch_size} does not split over {dist_info.world} "
                              f"processes x {c.accum} microbatches",
                              "choose a batch size divisible by processes x accum")
-        self.lm = lm.to(dist_info.device)
+        # sharding moves the weights to the device one block at a time
+        sharded = train_config.fsdp and dist_info.world > 1
+        self.lm = lm if sharded else lm.to(dist_info.device)
+        self.modules = {"lm": self.lm}
+        self.optimizers = {"lm": self._optimizer()}
+        self._began = None
+
+    def _optimizer(self) -> torch.optim.AdamW:
+        c = self.config
         decay = [p for p in self.lm.parameters() if p.dim() >= 2]
         plain = [p for p in self.lm.parameters() if p.dim() < 2]
-        self.modules = {"lm": self.lm}
-        self.optimizers = {"lm": torch.optim.AdamW(
-            [{"params": decay, "weight_decay": c.weight_decay},
-             {"params": plain, "weight_decay": 0.0}], lr=c.lr, betas=tuple(c.betas))}
-        self._began = None
+        return torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay},
+                                  {"params": plain, "weight_decay": 0.0}],
+                                 lr=c.lr, betas=tuple(c.betas))
 
     def _warm_lm(self) -> LM:
         from .warmstart import lm_config_for, read_text_lm, warm_start
@@ -148,6 +158,21 @@ class LMTask:
             self.lm = DDP(self.lm, device_ids=ids, broadcast_buffers=False)
             self.modules = {"lm": self.lm}
 
+    def shard(self, dist_info, bf16: bool):
+        """FSDP2 instead of DDP: each transformer block its own unit, the root the rest; the
+        optimizer built again on the sharded parameters (the Trainer's resume fills it)."""
+        import warnings
+
+        from ..sharding import shard
+
+        # the audio logits are a view (einsum's); FSDP2 warns that an in-place op on it would
+        # skip its backward hook, and train_step only reads it
+        warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(FSDPLM\) returned a view")
+        blocks = [*self.lm.temporal.blocks, *self.lm.depth.blocks]
+        self.lm = shard(self.lm, blocks, dist_info.device, bf16)
+        self.modules = {"lm": self.lm}
+        self.optimizers = {"lm": self._optimizer()}
+
     def unwrap(self):
         self.lm = unwrap(self.lm)
         self.modules = {"lm": self.lm}
@@ -162,13 +187,16 @@ class LMTask:
             raise VoxlmError("the run folder holds an LM with a different config",
                              "pass the same --config and --data as before, or a new --out folder")
 
-    def export(self, out: Path):
+    def export(self, out: Path, weights: dict | None = None):
+        """Write the model file; `weights`: the full state dicts by module name when the
+        modules are sharded (the Trainer gathers them)."""
         header, layout = self.shards.header, self.config.layout
         extra = {"mode": layout.mode, "tokenizer": header["tokenizer"],
                  "codec_sha256": header["codec"]["sha256"], "codec_path": header["codec"]["path"],
                  "frame_rate": header["frame_rate"], "tts_delay": layout.tts_delay,
                  "asr_delay": layout.asr_delay, "duplex_text_delay": layout.duplex_text_delay}
-        save_lm(Path(out) / "model.safetensors", unwrap(self.lm), extra=extra)
+        state = weights["lm"] if weights else unwrap(self.lm).state_dict()
+        save_model(Path(out) / "model.safetensors", "lm", self.model_config, state, extra=extra)
         source, target = self.shards.folder / "tokenizer.model", Path(out) / "tokenizer.model"
         if not target.exists() or target.read_bytes() != source.read_bytes():
             from ..data import write_atomic
