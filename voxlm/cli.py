@@ -160,6 +160,10 @@ def _add_lm(top, add):
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: steps/10, <= 500)")
     p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW decay of matrices")
     p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--text-weight", type=float, default=1.0,
+                   help="weight of the text loss against the audio loss")
+    p.add_argument("--semantic-weight", type=float, default=1.0,
+                   help="weight of codebook 1 against each other codebook (Moshi: 100)")
     p.add_argument("--tts-share", type=float, default=0.5,
                    help="aligned: share of samples with text leading audio (the rest: ASR)")
     p.add_argument("--tts-delay", type=int, default=25,
@@ -170,6 +174,9 @@ def _add_lm(top, add):
     p.add_argument("--log-every", type=int, default=10, help="log every N steps")
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: default)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU (always on GPU)")
+    p.add_argument("--fsdp", action="store_true",
+                   help="under torchrun: shard weights, gradients and optimizer state over the "
+                        "processes (FSDP2) instead of DDP, for models too large for one device")
     p.add_argument("--warm-start", metavar="gguf|PATH",
                    help="initialise the temporal transformer from a text LM: gguf (the shipped "
                         "Gemma 3 270M), a .gguf file or a Hugging Face folder; tokens must use "

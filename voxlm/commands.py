@@ -103,14 +103,15 @@ def cmd_codec_train(args):
                               progress=not args.quiet), args)
 
 
-def _train(name: str, task, args, warmup=None, bf16: bool = False):
+def _train(name: str, task, args, warmup=None, bf16: bool = False, fsdp: bool = False):
     """Run `task` in the shared Trainer with the common flags; the main process says where
     the model file went."""
     from .train import TrainConfig, Trainer
 
     warmup = warmup if warmup is not None else min(500, args.steps // 10 + 1)
     train = TrainConfig(steps=args.steps, save_every=args.save_every, log_every=args.log_every,
-                        seed=args.seed, threads=args.threads, warmup=warmup, bf16=bf16)
+                        seed=args.seed, threads=args.threads, warmup=warmup, bf16=bf16,
+                        fsdp=fsdp)
     trainer = Trainer(task, train, args.out, progress=not args.quiet)
     trainer.run()
     if trainer.dist.main:
@@ -179,10 +180,11 @@ def cmd_lm_train(args):
                           tts_delay=args.tts_delay, asr_delay=args.asr_delay)
     config = LMTrainConfig(batch_size=args.batch_size, accum=args.accum, lr=args.lr,
                            weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+                           text_weight=args.text_weight, semantic_weight=args.semantic_weight,
                            layout=layout, warm_start=args.warm_start or "",
                            warm_weights=not args.shape_only)
     _train("lm", LMTask(args.data, lm_config(args.config), config, progress=not args.quiet),
-           args, warmup=args.warmup, bf16=args.bf16)
+           args, warmup=args.warmup, bf16=args.bf16, fsdp=args.fsdp)
 
 
 def cmd_lm_export(args):

@@ -59,7 +59,11 @@ class LMTrainConfig:
                 ("--weight-decay", self.weight_decay, 0 <= self.weight_decay < 10,
                  "pass 0 or more, e.g. 0.1"),
                 ("--grad-clip", self.grad_clip, self.grad_clip > 0, "pass a norm above 0, e.g. 1.0"),
-                ("--accum", self.accum, self.accum >= 1, "pass 1 or more microbatches")):
+                ("--accum", self.accum, self.accum >= 1, "pass 1 or more microbatches"),
+                ("--text-weight", self.text_weight, 0 <= self.text_weight < 1000,
+                 "pass 0 or more, e.g. 1"),
+                ("--semantic-weight", self.semantic_weight, 0 < self.semantic_weight < 1000,
+                 "pass a weight above 0, e.g. 1 (Moshi: 100)")):
             if not ok:
                 raise VoxlmError(f"{flag} {value}", fix)
         if not self.warm_weights and not self.warm_start:
@@ -196,7 +200,7 @@ class LMTask:
                  "frame_rate": header["frame_rate"], "tts_delay": layout.tts_delay,
                  "asr_delay": layout.asr_delay, "duplex_text_delay": layout.duplex_text_delay}
         state = weights["lm"] if weights else unwrap(self.lm).state_dict()
-        save_model(Path(out) / "model.safetensors", "lm", self.model_config, state, extra=extra)
+        save_model(Path(out) / "model.safetensors", "lm", unwrap(self.lm).config, state, extra=extra)
         source, target = self.shards.folder / "tokenizer.model", Path(out) / "tokenizer.model"
         if not target.exists() or target.read_bytes() != source.read_bytes():
             from ..data import write_atomic
