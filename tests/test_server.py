@@ -270,6 +270,31 @@ def test_session_limit_ends_the_session(folder):
     assert sum(1 for kind, data in messages if kind == AUDIO and data[0] == 0x01) == 5
 
 
+def test_idle_client_is_ended_and_a_talking_one_is_not(folder):
+    with running(folder, idle_seconds=0.5) as (server, url):
+        async def idle():
+            async with aiohttp.ClientSession() as http, http.ws_connect(url + "api/chat") as ws:
+                return await collect(ws, 4.0)
+
+        async def talking():  # pings every 0.2 s: never idle for 0.5 s
+            async with aiohttp.ClientSession() as http, http.ws_connect(url + "api/chat") as ws:
+                for _ in range(8):
+                    await ws.send_str('{"type": "ping"}')
+                    await asyncio.sleep(0.2)
+                await ws.send_str('{"type": "stop"}')
+                return await collect(ws, 4.0)
+
+        began = time.monotonic()
+        messages = run(idle())
+        waited = time.monotonic() - began
+        talked = run(talking())
+    end = controls(messages)[-1]
+    assert end["type"] == "end" and "nothing received for 0.5 s" in end["reason"], end
+    assert 0.5 <= waited < 3.0 and messages[-1][0] in CLOSED
+    assert controls(talked)[-1] == {"type": "end", "reason": "stopped by the client"}
+    assert sum(1 for c in controls(talked) if c["type"] == "pong") == 8
+
+
 def test_page_health_and_files(folder):
     with running(folder) as (server, url):
         async def fetch():
@@ -309,3 +334,5 @@ def test_port_in_use_and_bad_config(folder):
         DialogueServer(tiny_model(folder), ServerConfig(port=-1))
     with pytest.raises(VoxlmError, match="positive number of seconds"):
         DialogueServer(tiny_model(folder), ServerConfig(max_session_seconds=0))
+    with pytest.raises(VoxlmError, match="an idle limit of -1 s; pass a positive number"):
+        DialogueServer(tiny_model(folder), ServerConfig(idle_seconds=-1))

@@ -20,6 +20,7 @@ EXAMPLES = {
     "synth say": "voxlm synth say \"Hello there.\" -o hello.wav --voice flite:slt",
     "audio info": "voxlm audio info speech.mp3",
     "audio convert": "voxlm audio convert speech.mp3 speech.wav --normalize",
+    "data import": "voxlm data import --format librispeech --src /corpora/LibriSpeech --out data/librispeech",
     "demo": "voxlm demo --out voxlm-demo --questions 3",
     "codec train": "voxlm codec train --data data/corpus --out runs/codec --config base --steps 20000",
     "codec encode": "voxlm codec encode speech.wav codes.npy --bitrate 1.0",
@@ -47,6 +48,7 @@ EXAMPLES = {
 
 
 LM_MODES = ("continuation", "interleave", "aligned", "duplex")  # lm.data.MODES, without torch
+IMPORT_FORMATS = ("librispeech", "librilight", "fisher")  # importers.FORMATS
 
 
 def _csv(value: str) -> tuple:
@@ -261,6 +263,8 @@ def _add_dialogue(top, add):
     p.add_argument("--max-sessions", type=int, default=4, help="conversations at once")
     p.add_argument("--max-session-seconds", type=float, default=1800.0,
                    help="a conversation ends after this long")
+    p.add_argument("--idle-seconds", type=float, default=60.0,
+                   help="a conversation whose client sends nothing for this long ends")
     p.add_argument("--fp32", action="store_true",
                    help="run the LM in fp32 (default: int8 weights, 1.3x faster per step; 8 "
                         "sessions keep real time on 2 cores only with int8)")
@@ -380,6 +384,23 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("output", type=Path)
             p.add_argument("--normalize", action="store_true", help="loudness-normalise to -23 dBFS")
         p.add_argument("--max-seconds", type=float, default=3600.0, help="reject longer files")
+
+    data = top.add_parser("data", help=f"import real speech corpora (e.g. `{EXAMPLES['data import']}`)")
+    sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    p = add(sub, "import", "data import", commands.cmd_data_import, "a LibriSpeech, LibriLight or "
+            "Fisher tree as a voxlm corpus folder, word timings by DTW (resumable; layouts: "
+            "voxlm/importers.py)")
+    p.add_argument("--format", required=True, choices=IMPORT_FORMATS, help="the layout of --src")
+    p.add_argument("--src", required=True, type=Path, help="the corpus as published (searched recursively)")
+    p.add_argument("--out", required=True, type=Path, help="corpus folder (resumes if it exists)")
+    p.add_argument("--limit", type=int, default=0, help="only the first N source audio files (0: all)")
+    p.add_argument("--workers", type=int, default=2, help="processes")
+    p.add_argument("--no-align", action="store_true", help="no word timings (continuation only)")
+    p.add_argument("--segment-seconds", type=float, default=30.0,
+                   help="LibriLight: longest piece a chapter file is cut into, at pauses")
+    p.add_argument("--audio-format", choices=("wav", "flac"), default="wav",
+                   help="mono output files (flac: half the disk); Fisher is stereo wav")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     _add_codec(top, add)
     _add_lm(top, add)

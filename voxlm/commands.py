@@ -82,6 +82,21 @@ def cmd_audio_convert(args):
     print(f"wrote {save_audio(args.output, audio)}")
 
 
+def cmd_data_import(args):
+    from .importers import import_corpus
+
+    result = import_corpus(args.format, args.src, args.out, limit=args.limit, workers=args.workers,
+                           align=not args.no_align, segment_seconds=args.segment_seconds,
+                           audio_format=args.audio_format, progress=not args.quiet)
+    print(f"corpus: {result.manifest}: {result.items} items, {result.hours:.2f} h from "
+          f"{result.units} files ({result.imported} imported now) in {result.seconds:.1f} s")
+    if result.note:
+        print(f"voxlm data import: {result.note}", file=sys.stderr)
+    if result.skipped:
+        print(f"voxlm data import: {len(result.skipped)} files skipped (listed in "
+              f"{args.out / 'skipped.jsonl'}), the first: {result.skipped[0][1]}", file=sys.stderr)
+
+
 def cmd_demo(args):
     import torch
 
@@ -288,7 +303,8 @@ def cmd_serve(args):
     _threads(args)
     config = ServerConfig(host=args.host, port=args.port, token=args.token or None,
                           max_sessions=args.max_sessions, sampling=_sampling(args), seed=args.seed,
-                          max_session_seconds=args.max_session_seconds, int8=not args.fp32)
+                          max_session_seconds=args.max_session_seconds,
+                          idle_seconds=args.idle_seconds, int8=not args.fp32)
     server = DialogueServer(load_dialogue_model(args.checkpoint, args.codec), config)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not config.token:
         print(f"voxlm serve: warning: {args.host} is reachable from other machines and no "

@@ -49,6 +49,7 @@ class ServerConfig:
     token: str | None = None  # when set, /api/chat needs ?token=<it>
     max_sessions: int = 4  # sessions stepped together (batch rows)
     max_session_seconds: float = 1800.0  # a session ends after this long
+    idle_seconds: float = 60.0  # a session whose client sends nothing for this long ends
     max_buffered_seconds: float = 1.0  # a client's queued audio beyond this drops its oldest
     max_message_bytes: int = 1 << 20  # a larger websocket message closes the connection
     sampling: SamplingOptions = SamplingOptions()
@@ -66,7 +67,7 @@ class _Client:
     def __init__(self, session, ws):
         self.session, self.ws = session, ws
         self.queue: asyncio.Queue = asyncio.Queue()  # bytes / str messages; None: close
-        self.began = time.monotonic()
+        self.began = self.last_message = time.monotonic()
         self.text_sent: list = []
         self.leftover = b""  # an odd byte of PCM waiting for its pair
         self.peak = 0.0  # largest |sample| received
@@ -88,6 +89,9 @@ class DialogueServer:
             raise VoxlmError(f"port {config.port}", "pass a TCP port in 0..65535 (0: any free one)")
         if not config.max_session_seconds > 0:
             raise VoxlmError(f"a session limit of {config.max_session_seconds} s",
+                             "pass a positive number of seconds")
+        if not config.idle_seconds > 0:
+            raise VoxlmError(f"an idle limit of {config.idle_seconds} s",
                              "pass a positive number of seconds")
         self.model, self.config = model, config
         if config.seed is not None:
@@ -192,6 +196,10 @@ class DialogueServer:
         elif client.queue.qsize() > MAX_QUEUED:
             self._close_session(client)
             client.end("the connection is too slow for real-time audio", error=True)
+        elif time.monotonic() - client.last_message > self.config.idle_seconds:
+            self._close_session(client)
+            client.end(f"nothing received for {self.config.idle_seconds:g} s; the session ended "
+                       "(send audio, or a ping, to keep it open)")
 
     # ------------------------------------------------------------ routes
 
@@ -263,6 +271,7 @@ class DialogueServer:
         async for message in client.ws:
             if client.ended is not None:
                 break
+            client.last_message = time.monotonic()
             if message.type == WSMsgType.BINARY:
                 self._binary(client, message.data)
             elif message.type == WSMsgType.TEXT:
