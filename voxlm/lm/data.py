@@ -7,6 +7,9 @@
 
 A stream is one item's code channel (a dialogue has two) with that channel's words; the duplex
 layout takes each dialogue once, the assistant (channel 1) as the model and the user as input.
+Aligned and duplex leave out streams without word timings (e.g. imported without alignment:
+their text stream would be empty); interleave keeps them as speech only; with none at all these
+layouts refuse the data.
 Each sample builds its stream's whole layout (`streams.py`) and keeps a random window of
 `seq_len` frames when longer. A stream of L frames counts as ceil(L / seq_len) samples per
 epoch, so every frame is seen about once an epoch.
@@ -34,6 +37,7 @@ from .streams import (InterleaveOptions, aligned, continuation, duplex, interlea
 from .tokenize_corpus import FORMAT_VERSION, TOKENIZE_FIX
 
 MODES = ("continuation", "interleave", "aligned", "duplex")
+TIMED_MODES = ("interleave", "aligned", "duplex")  # need word timings (manifest "words")
 MOSHI_DELAY = 25  # frames: 2 s at 12.5 Hz, Moshi's text-audio delay for its TTS and ASR data
 
 
@@ -189,6 +193,15 @@ class LMData:
             raise VoxlmError(f"{shards.folder} has no {kind}items in split {layout.split!r}",
                              "tokenize a dialogue corpus (voxlm synth dialogues) for duplex"
                              if kind else "tokenize a corpus with training items")
+        if layout.mode in TIMED_MODES:  # text placed by word times: items without are no use
+            timed = [s for s in self.streams if shards.words(*s)]
+            if not timed:
+                raise VoxlmError(f"{shards.folder}: no item in split {layout.split!r} has word "
+                                 f"timings, and --mode {layout.mode} places text by them",
+                                 "train --mode continuation, or tokenize a corpus with word "
+                                 "timings (voxlm synth, or voxlm data import without --no-align)")
+            if layout.mode != "interleave":  # interleave keeps them as speech-only samples
+                self.streams = timed
         extra = 1 + max(config.delays) + {"aligned": max(layout.tts_delay, layout.asr_delay),
                                           "duplex": abs(layout.duplex_text_delay)}.get(layout.mode, 0)
         lengths = np.array([shards.items[i]["frames"] + extra for i, _ in self.streams])  # [N]

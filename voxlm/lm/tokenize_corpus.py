@@ -154,7 +154,8 @@ def corpus_tokenizer(rows: list, out: Path, vocab_size: int, trim: bool = False)
              if r.get("split", "train") == "train" and r.get("words")]
     if not texts:
         raise VoxlmError("no train-split rows with word timings to train a tokenizer on",
-                         "pass --tokenizer, or a corpus from voxlm synth")
+                         "pass --tokenizer (e.g. another tokens folder's tokenizer.model), or a "
+                         "corpus with them (voxlm synth, voxlm data import without --no-align)")
     if trim:
         return trim_tokenizer(load_gemma_tokenizer(), sorted({w for t in texts for w in t.split()}))
     out.mkdir(parents=True, exist_ok=True)
