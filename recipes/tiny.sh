@@ -1,13 +1,13 @@
-# bash recipes/tiny.sh   (the whole CPU chain behind the shipped defaults, on this machine: synth -> codec -> tokenize -> LM -> dialogue -> evals; about 6 to 6.5 hours on an idle 2-core CPU)
+# bash recipes/tiny.sh   (the whole CPU chain behind the shipped defaults, on this machine: synth -> codec -> tokenize -> LM -> dialogue -> evals; about 5.5 to 6 hours on an idle 2-core CPU)
 # What it reproduces, stage by stage (each stage is one of the recipes below, run in this order;
 # their own headers give the details; every step resumes if killed, so run it again to finish):
 #   recipes/codec.sh     2 h synthetic corpus (~11 min), Whisper teacher states, the codec
 #                        (7000 steps, ~2.5 h), eval codec, export -> voxlm/assets/codec.safetensors
 #   recipes/lm.sh        tokens with that codec, the aligned speech-text LM (1500 steps, ~1 h),
 #                        eval lm (the LM does not ship: README says why)
-#   recipes/dialogue.sh  1344 dialogues (~30 min), tokens, the duplex dialogue model (1400 steps,
-#                        ~85 min), export -> voxlm/assets/dialogue.safetensors, eval dialogue
-# Expected time: ~6-6.5 h in all from the stage times above, twice the 3-hour goal; the chain
+#   recipes/dialogue.sh  1344 dialogues (~30 min), tokens, the duplex dialogue model (1100 steps,
+#                        ~60 min), export -> voxlm/assets/dialogue.safetensors, eval dialogue
+# Expected time: ~5.5-6 h in all from the stage times above, twice the 3-hour goal; the chain
 # has not been timed end to end in one run here (the stages were, one by one). At the end it
 # prints each stage's wall time and the total (bash's SECONDS).
 set -euo pipefail
