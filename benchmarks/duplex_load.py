@@ -1,15 +1,16 @@
 """python benchmarks/duplex_load.py [--sessions 1 2 4 8] [--seconds 20] [--threads 2] [--fp32]
+    [--checkpoint default]
 
 Load test of the full-duplex runtime and `voxlm serve` on loopback: N clients talk to one
 in-process server at once, in real time, and the script reports what the server's clock and the
 clients saw. It stops by itself (every wait has a timeout) and always closes the server.
 
-Model: no trained dialogue model ships yet, so random weights at the default size:
-`LM(replace(lm_config("base"), text_card=1002))` (duplex: user_audio=True; 1000 tokenizer
-pieces + 2 reserved ids), the shipped codec (`load_codec(None)`) and the 1000-piece tokenizer
-of data/tokens_sp1k (a tiny one is trained when it is missing). The LM runs with int8 weights
-(`DuplexRuntime(int8=True)`; `--fp32`: float32 weights). ServerConfig has no int8 option, so
-the script replaces the server's runtime by an int8 one before it starts listening.
+Model: `--checkpoint` (a dialogue model file or run folder; `default`: the shipped one), or by
+default random weights at the base size: `LM(replace(lm_config("base"), text_card=1002))`
+(duplex: user_audio=True; 1000 tokenizer pieces + 2 reserved ids), the shipped codec
+(`load_codec(None)`) and the 1000-piece tokenizer of data/tokens_sp1k (a tiny one is trained
+when it is missing). The LM runs with int8 weights (`ServerConfig(int8=True)`, as `voxlm serve`
+does; `--fp32`: float32 weights).
 
 Per N (`--sessions`): a `DialogueServer` with max_sessions = N (a batch row per client; a server
 started with --max-sessions 8 steps 8 rows whatever the number of clients, so its cost is the
@@ -33,9 +34,9 @@ wall clock, then sends stop and reads until the server closes.
    its 80 ms would have been captured by a microphone started at a random moment in the first
    frame after the ready byte (a random phase with the server's clock: on average about half a
    frame of waiting in the server's input queue). The latency is then: that wait, the step, and
-   loopback both ways (no jitter buffer, no capture chunk). With random weights this is pipeline
-   latency only: the model's own decision time (when a trained model chooses to answer) is not
-   in it. Median and p95 over all clients' frames.
+   loopback both ways (no jitter buffer, no capture chunk). This is pipeline latency only: the
+   model's own decision time (when a trained model chooses to answer: `voxlm eval dialogue`'s
+   response latency) is not in it. Median and p95 over all clients' frames.
 
 Bars (issue 5): one frame step (encode + LM + decode) at most 25% of the frame period on one CPU
 thread (`--threads 1`); at least 8 concurrent sessions in real time on this 2-core machine;
@@ -61,12 +62,16 @@ WARMUP_STEPS = 12  # steps left out of the step-time statistics
 STEP_BAR, SESSIONS_BAR, LATENCY_BAR_MS = 0.25, 8, 300.0
 
 
-def build_model(int8: bool):
+def build_model(checkpoint=None):
+    """The dialogue model of `checkpoint` ("default": the shipped one), or with None random
+    weights at the base size (see the docstring)."""
     from voxlm.codec.model import load_codec
-    from voxlm.dialogue import DialogueModel
+    from voxlm.dialogue import DialogueModel, load_dialogue_model
     from voxlm.lm.model import LM, lm_config
     from voxlm.lm.tokenizer import load_tokenizer, train_tokenizer
 
+    if checkpoint is not None:
+        return load_dialogue_model(None if checkpoint == "default" else Path(checkpoint))
     path = REPO / "data/tokens_sp1k/tokenizer.model"
     if path.exists():
         tok = load_tokenizer(path)
@@ -159,23 +164,26 @@ def record_frames(runtime) -> dict:
     return log
 
 
-def measure(model, sessions: int, seconds: float, int8: bool) -> dict:
-    from voxlm.dialogue import DuplexRuntime
+def measure(model, sessions: int, seconds: float, int8: bool, faults=None) -> dict:
+    """N real-time clients on one server. `faults`: an async function (url, server, seconds)
+    -> dict run beside them with one more session slot (benchmarks/duplex_faults.py); its
+    result is the row's "faults"."""
     from voxlm.server import BackgroundServer, DialogueServer, ServerConfig
 
-    server = DialogueServer(model, ServerConfig(port=0, max_sessions=sessions, seed=0))
-    server.runtime.shutdown()  # ServerConfig has no int8: put an int8 runtime in its place
-    server.runtime = DuplexRuntime(model, sessions, server.config.sampling, int8=int8,
-                                   max_buffered_seconds=server.config.max_buffered_seconds)
+    slots = sessions + (1 if faults else 0)
+    server = DialogueServer(model, ServerConfig(port=0, max_sessions=slots, seed=0, int8=int8))
     log = record_frames(server.runtime)
     voices = speech(seconds, sessions)
     phases = np.random.default_rng(sessions).uniform(0, FRAME_S, sessions)
     with BackgroundServer(server) as url:
         async def everyone():
-            return await asyncio.wait_for(asyncio.gather(*[
-                client(url, v, seconds, p) for v, p in zip(voices, phases)]), timeout=seconds + 60)
+            jobs = [client(url, v, seconds, p) for v, p in zip(voices, phases)]
+            if faults:
+                jobs.append(faults(url, server, seconds))
+            return await asyncio.wait_for(asyncio.gather(*jobs), timeout=seconds + 60)
 
         clients = asyncio.run(everyone())
+        fault_counts = clients.pop() if faults else None
         time.sleep(0.3)  # the server's session summaries
         late = server.late_steps
         recent = {k: list(v)[WARMUP_STEPS:] or [0.0]
@@ -193,7 +201,7 @@ def measure(model, sessions: int, seconds: float, int8: bool) -> dict:
         if len(c["received"]) > 1:
             rates.append((len(c["received"]) - 1) / (c["received"][-1] - c["received"][0]))
     latency = np.asarray(latency) * 1000.0
-    row = {"sessions": sessions, "threads": torch.get_num_threads(),
+    row = {"sessions": sessions, "threads": torch.get_num_threads(), "faults": fault_counts,
            "lm": "int8" if int8 else "fp32",
            "stage": stage, "late_steps": late, "steps": len(recent["step"]),
            "rate_min": min(rates) if rates else 0.0, "underruns": underruns, "dropped": dropped,
@@ -232,11 +240,21 @@ def bars(rows: list) -> str:
                 if many else f"not measured here (largest N in real time: {kept})")
     worst = max(r["latency_p50"] for r in rows)
     latency = (f"{'pass' if worst <= LATENCY_BAR_MS else 'FAIL'}: worst median {worst:.0f} ms "
-               "(pipeline latency with random weights: queue wait + step + loopback, without the "
+               "(pipeline latency: queue wait + step + loopback, without the "
                "model's own decision time)")
     return "\n".join([f"- one frame step <= 25% of 80 ms on one thread: {step}",
                       f"- >= {SESSIONS_BAR} concurrent sessions in real time: {sessions}",
                       f"- median response latency <= {LATENCY_BAR_MS:.0f} ms: {latency}"])
+
+
+def describe(model, args) -> str:
+    params = sum(p.numel() for p in model.lm.parameters()) / 1e6
+    c = model.lm.config
+    weights = (f"LM {model.path}" if args.checkpoint else "LM base, random weights")
+    return (f"{weights}, {params:.1f} M params, dim {c.dim} x {c.layers} layers, {c.n_q} "
+            f"codebooks, text_card {c.text_card}, {'fp32' if args.fp32 else 'int8'}; codec "
+            f"{model.codec.config.hop} hop; tokenizer {model.tokenizer.vocab_size} pieces; "
+            f"{args.threads} torch threads")
 
 
 def main(argv=None):
@@ -246,14 +264,13 @@ def main(argv=None):
     p.add_argument("--seconds", type=float, default=20.0, help="each client's session")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the server")
     p.add_argument("--fp32", action="store_true", help="float32 LM weights instead of int8")
+    p.add_argument("--checkpoint", help="a dialogue model file or run folder, or 'default' for "
+                                        "the shipped one (default: random weights, base size)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model = build_model(not args.fp32)
-    params = sum(p.numel() for p in model.lm.parameters()) / 1e6
-    print(f"duplex load: LM base, random weights, {params:.1f} M params, text_card 1002, "
-          f"{'fp32' if args.fp32 else 'int8'}; codec {model.codec.config.hop} hop; tokenizer "
-          f"{model.tokenizer.vocab_size} pieces; {args.threads} torch threads; "
-          f"{args.seconds:g} s per client; loopback", flush=True)
+    model = build_model(args.checkpoint)
+    print(f"duplex load: {describe(model, args)}; {args.seconds:g} s per client; loopback",
+          flush=True)
     rows = []
     for n in args.sessions:
         began = time.perf_counter()

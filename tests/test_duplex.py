@@ -312,9 +312,26 @@ def test_load_dialogue_model(runs):
     no_user = replace(model.lm.config, user_audio=False)
     with pytest.raises(VoxlmError, match="no user audio stream"):
         type(model)(type(model.lm)(no_user), model.codec, model.tokenizer)
-    if not default_dialogue_path().exists():
-        with pytest.raises(VoxlmError, match="no dialogue model ships yet; train one with"):
-            load_dialogue_model()
+
+
+def test_shipped_dialogue_model_loads_and_a_missing_or_damaged_one_is_named(tmp_path, monkeypatch):
+    import voxlm.dialogue
+
+    shipped = load_dialogue_model()  # voxlm/assets/dialogue.safetensors, checksum verified
+    assert shipped.path == default_dialogue_path() and shipped.lm.config.user_audio
+    assert shipped.tokenizer.vocab_size == 1000 and shipped.codec.config.hop == HOP
+    missing = tmp_path / "assets" / "dialogue.safetensors"
+    monkeypatch.setattr(voxlm.dialogue, "default_dialogue_path", lambda: missing)
+    with pytest.raises(VoxlmError, match="no dialogue model ships yet.*train one with"):
+        load_dialogue_model()
+    damaged = tmp_path / "damaged.safetensors"
+    data = bytearray(default_dialogue_path().read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte inside the weights
+    damaged.write_bytes(bytes(data))
+    (tmp_path / "damaged.tokenizer.model").write_bytes(
+        default_dialogue_path().with_suffix(".tokenizer.model").read_bytes())
+    with pytest.raises(VoxlmError, match="checksum"):
+        load_dialogue_model(damaged)
 
 
 def test_cli_chat_end_to_end(runs, tmp_path, capsys):
@@ -372,14 +389,16 @@ CLI_ERRORS = {
     "serve-max-sessions-zero": ("serve --port 0 --max-sessions 0 --checkpoint {run}",
                                 ["0 sessions", "between 1 and 256"]),
 }
-if not default_dialogue_path().exists():
-    CLI_ERRORS["chat-no-model"] = ("chat --input {d}/ok.wav --output {d}/o.wav",
-                                   ["no dialogue model ships yet", "--mode duplex",
-                                    "--checkpoint"])
+CLI_ERRORS["chat-no-model"] = ("chat --input {d}/ok.wav --output {d}/o.wav",  # default: missing
+                               ["no dialogue model ships yet", "--mode duplex", "--checkpoint"])
 
 
 @pytest.mark.parametrize("case", sorted(CLI_ERRORS))
-def test_cli_error(case, runs, tmp_path, capsys):
+def test_cli_error(case, runs, tmp_path, capsys, monkeypatch):
+    import voxlm.dialogue
+
+    monkeypatch.setattr(voxlm.dialogue, "default_dialogue_path",  # as if none shipped
+                        lambda: tmp_path / "assets" / "dialogue.safetensors")
     sf.write(tmp_path / "ok.wav", speech(0.5), 16000)
     (tmp_path / "text.wav").write_text("not audio at all")
     holder = _free_port_held()
