@@ -34,7 +34,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from duplex_load import FRAME_S, build_model, describe, measure, table  # noqa: E402
+from duplex_load import FRAME_S, describe, measure, parse_with_model, table  # noqa: E402
 
 KILLED_CLIENT = r'''
 import base64, math, os, socket, struct, sys, time
@@ -181,13 +181,7 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sessions", type=int, default=8, help="good clients")
     p.add_argument("--seconds", type=float, default=180.0, help="each good client's session")
-    p.add_argument("--threads", type=int, default=2, help="torch threads of the server")
-    p.add_argument("--fp32", action="store_true", help="float32 LM weights instead of int8")
-    p.add_argument("--checkpoint", help="a dialogue model file or run folder, or 'default' for "
-                                        "the shipped one (default: random weights, base size)")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    model = build_model(args.checkpoint)
+    args, model = parse_with_model(p, argv)
     print(f"duplex faults: {describe(model, args)}; {args.sessions} good clients + 1 fault slot; "
           f"{args.seconds:g} s; loopback", flush=True)
     began = time.perf_counter()

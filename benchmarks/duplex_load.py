@@ -247,6 +247,18 @@ def bars(rows: list) -> str:
                       f"- median response latency <= {LATENCY_BAR_MS:.0f} ms: {latency}"])
 
 
+def parse_with_model(p, argv) -> tuple:
+    """Add the server's flags (threads, fp32, checkpoint) to `p`, parse, set the threads and
+    build the model: -> (args, model)."""
+    p.add_argument("--threads", type=int, default=2, help="torch threads of the server")
+    p.add_argument("--fp32", action="store_true", help="float32 LM weights instead of int8")
+    p.add_argument("--checkpoint", help="a dialogue model file or run folder, or 'default' for "
+                                        "the shipped one (default: random weights, base size)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args, build_model(args.checkpoint)
+
+
 def describe(model, args) -> str:
     params = sum(p.numel() for p in model.lm.parameters()) / 1e6
     c = model.lm.config
@@ -262,13 +274,7 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--seconds", type=float, default=20.0, help="each client's session")
-    p.add_argument("--threads", type=int, default=2, help="torch threads of the server")
-    p.add_argument("--fp32", action="store_true", help="float32 LM weights instead of int8")
-    p.add_argument("--checkpoint", help="a dialogue model file or run folder, or 'default' for "
-                                        "the shipped one (default: random weights, base size)")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    model = build_model(args.checkpoint)
+    args, model = parse_with_model(p, argv)
     print(f"duplex load: {describe(model, args)}; {args.seconds:g} s per client; loopback",
           flush=True)
     rows = []

@@ -59,6 +59,19 @@ def write_json(path, obj) -> Path:
     return write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=1) + "\n")
 
 
+def strict_json(value):
+    """NaN -> None, numpy scalars -> Python, recursively: what strict JSON readers accept."""
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy scalar
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def write_manifest(path, rows) -> Path:
     """Write rows as JSONL atomically."""
     return write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

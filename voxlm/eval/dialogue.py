@@ -42,7 +42,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..audio import SAMPLE_RATE
-from ..data import write_atomic, write_json
+from ..data import strict_json, write_atomic, write_json
 from ..errors import VoxlmError
 from ..turntaking import FRAME_S
 
@@ -425,7 +425,7 @@ def run_dialogue_eval(report, checkpoint=None, codec=None, data="data/dialogues"
     plot_turn_taking(report / "turn_taking.png", gen_stats, ref_stats)
     plot_latency(report / "latency.png", lat_gen, lat_ref)
     results["seconds"] = time.perf_counter() - began
-    write_json(report / "results.json", _clean(results))
+    write_json(report / "results.json", strict_json(results))
     return write_report(report / "report.md", results, gen_stats, ref_stats)
 
 
@@ -467,16 +467,3 @@ def _stats_dict(stats) -> dict:
     for kind in ("ipu", "pause", "gap", "overlap"):
         out[kind] = dict(vars(getattr(stats, kind)))
     return out
-
-
-def _clean(value):
-    """NaN -> None, numpy scalars -> Python, recursively, so results.json is strict JSON."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..data import write_atomic, write_json
+from ..data import strict_json, write_atomic, write_json
 from ..errors import VoxlmError
 from .minimal_pairs import TASKS
 
@@ -519,7 +519,7 @@ def run_lm_eval(report, checkpoint=None, codec=None, data=None, limit: int = DEF
         results["speech"] = _speech_part(path, codec_path, pairs, synth, cache, real,
                                          speech_limit, seed)
     results["seconds"] = time.perf_counter() - began
-    write_json(report / "results.json", _clean(results))
+    write_json(report / "results.json", strict_json(results))
     return write_report(report / "report.md", results)
 
 
@@ -559,14 +559,3 @@ def _recorded_codec(extra: dict, data):
                     sha256_bytes(Path(name).read_bytes()) == extra["codec_sha256"]:
                 return Path(name)
     return None
-
-
-def _clean(value):
-    """NaN -> None, recursively, so results.json is strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
