@@ -123,6 +123,9 @@ def test_save_round_trip(tmp_path, suffix):
     assert path.is_file()
     assert np.abs(load_audio(path) - x).max() < 1e-4  # 16-bit quantisation only
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp files
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")  # what open() gives under this umask (mkstemp alone gives 0600)
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
 
 
 def test_save_clips_to_full_scale(tmp_path):

@@ -125,6 +125,8 @@ def save_audio(path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
     """Write [T] or [T, C] float32 audio as 16-bit wav or flac, atomically; returns the path."""
     import soundfile as sf
 
+    from .data import file_mode
+
     path = Path(path)
     kind = WRITABLE.get(path.suffix.lower())
     if kind is None:
@@ -135,6 +137,7 @@ def save_audio(path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             sf.write(f, np.clip(audio, -1.0, 1.0), sample_rate, format=kind[0], subtype=kind[1])
+        os.chmod(tmp, file_mode())  # as a plain open() would make it, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
