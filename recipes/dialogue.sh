@@ -7,7 +7,8 @@ voxlm synth dialogues --out data/dialogues --count 1344 --seed 0          # 7.1 
 voxlm lm tokenize --data data/dialogues --out data/dialogue_tokens --text-vocab 1000
 voxlm lm train --data data/dialogue_tokens --out runs/dialogue --mode duplex --config small \
     --steps 1100 --batch-size 8 --lr 1e-3 --warmup 100 --semantic-weight 4 \
-    --save-every 100 --log-every 10                                         # resumes if killed
+    --save-every 100 --log-every 10 --valid-every 50     # resumes if killed; held-out loss
+#   every 50 steps (valid_loss in metrics.jsonl), the best step's weights in runs/dialogue/best.safetensors
 voxlm lm export runs/dialogue voxlm/assets/dialogue.safetensors --int8 \
     --curve docs/dialogue_training_curve.png
 voxlm eval dialogue --checkpoint voxlm/assets/dialogue.safetensors --data data/dialogues \

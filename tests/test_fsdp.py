@@ -31,7 +31,7 @@ def config(fsdp: bool) -> TrainConfig:
 
 
 def lm_task(tokens_dir) -> LMTask:  # 2 microbatches per process: gradient sync on the last only
-    train = LMTrainConfig(batch_size=4, accum=2, lr=3e-3,
+    train = LMTrainConfig(batch_size=4, accum=2, lr=3e-3, valid_every=2,
                           layout=LayoutConfig(mode="aligned", tts_delay=3, asr_delay=3))
     return LMTask(tokens_dir, lm_config("tiny"), train, progress=False)
 
@@ -68,7 +68,11 @@ def _state(run) -> dict:
 
 def _curve(run) -> list:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").open()]
-    return [{k: row[k] for k in ("step", *CURVE)} for row in rows]
+    return [{k: row[k] for k in ("step", *CURVE)} for row in rows if "loss" in row]
+
+
+def _valid(run) -> list:  # the held-out rows (--valid-every 2: steps 2 and 4)
+    return [row for row in map(json.loads, (run / "metrics.jsonl").open()) if "valid_loss" in row]
 
 
 def _flat(obj, prefix="") -> dict:
@@ -118,6 +122,17 @@ def test_fsdp_two_processes_equal_one_and_resume_exactly(tokens, tmp_path):  # n
     _close(one, _state(tmp_path / "one_to_fsdp"), exact=False)
     exported = load_lm(tmp_path / "fsdp").state_dict()  # a normal model file
     assert all(torch.equal(t, sharded["modules"]["lm"][k]) for k, t in exported.items())
+    # validation under FSDP: every process runs the forward, the rows match one process's
+    assert [r["step"] for r in _valid(tmp_path / "fsdp")] == [2, 4]
+    for a, b in zip(_valid(tmp_path / "one"), _valid(tmp_path / "fsdp"), strict=True):
+        assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-5 for k in a), (a, b)
+    assert _valid(tmp_path / "killed") == _valid(tmp_path / "fsdp")
+    assert sharded["best_step"] == _state(tmp_path / "killed")["best_step"] == one["best_step"]
+    best = load_lm(tmp_path / "fsdp" / "best.safetensors").state_dict()  # gathered weights
+    again = load_lm(tmp_path / "killed" / "best.safetensors").state_dict()
+    assert all(torch.equal(t, again[k]) for k, t in best.items())
+    if sharded["best_step"] == STEPS:
+        assert all(torch.equal(t, exported[k]) for k, t in best.items())
 
 
 

@@ -1,6 +1,7 @@
 """Generation on the LM (lm/speech.py) and its commands: TTS with text forcing, ASR with audio
 forcing, continuation in each training layout, seeds, checkpoint metadata, CLI end to end, errors.
 A tiny random-weight LM and tiny codec exported to files, so everything runs for real, fast."""
+import json
 import os
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from voxlm.lm.speech import (SpeechLayout, TTSOptions, check_voice, continue_spe
                              default_lm_path, load_speech_lm, synthesize, transcribe,
                              transcribe_frames)
 from voxlm.lm.streams import TEXT_OFFSET, from_aligned, from_continuation, text_card, tokenize_words
-from voxlm.lm.tokenize_corpus import sha256_bytes
+from voxlm.lm.tokenize_corpus import FORMAT_VERSION, sha256_bytes
 from voxlm.lm.tokenizer import train_tokenizer
 from voxlm.lm.train import LMTask, LMTrainConfig
 
@@ -52,6 +53,12 @@ def files(tmp_path_factory):
               "tokenizer": {"name": tokenizer.name, "vocab_size": tokenizer.vocab_size,
                             "sha256": sha256_bytes(tokenizer.model_proto)}}
     layout = LayoutConfig(mode="aligned", tts_delay=TTS_DELAY, asr_delay=ASR_DELAY)
+    # a one-item tokens folder without a valid split (for `lm-train-no-valid-split`)
+    (tokens / "tokens.json").write_text(json.dumps({**header, "format_version": FORMAT_VERSION,
+                                                    "n_q": 4, "codebook_size": 64}))
+    (tokens / "index.jsonl").write_text(json.dumps({"id": "a", "split": "train", "frames": 3,
+                                                    "channels": 1, "offset": 0, "words": []}) + "\n")
+    np.save(tokens / "codes.npy", np.zeros((3, 4), np.int16))
     task = SimpleNamespace(shards=SimpleNamespace(header=header, folder=tokens), lm=lm,
                            config=LMTrainConfig(layout=layout))
     run = root / "run"
@@ -60,7 +67,8 @@ def files(tmp_path_factory):
     t = np.arange(24000) / 16000
     wav = root / "speech.wav"
     save_audio(wav, (0.3 * np.sin(2 * np.pi * 180 * t) * (rng.random(t.size) > 0.1)).astype(np.float32))
-    return {"root": root, "run": run, "codec": codec_path, "wav": wav, "header": header}
+    return {"root": root, "run": run, "codec": codec_path, "wav": wav, "header": header,
+            "tokens": tokens}
 
 
 @pytest.fixture(scope="module")
@@ -281,6 +289,13 @@ LM_CLI_ERRORS = {  # id: (arguments, words in the one-line error)
                                                      "add --warm-start gguf"]),
     "lm-train-no-tokens": (("lm", "train", "--data", "{out}/nothing", "--out", "{out}/r"),
                            ["no such tokens folder", "voxlm lm tokenize"]),
+    "lm-train-no-valid-split": (("lm", "train", "--data", "{tokens}", "--out", "{out}/r",
+                                 "--valid-every", "50"),
+                                ["have no items in split valid", "held-out voices",
+                                 "drop --valid-every"]),
+    "lm-train-valid-every-negative": (("lm", "train", "--data", "{out}", "--out", "{out}/r",
+                                       "--valid-every", "-1"),
+                                      ["--valid-every -1", "0 for no validation"]),
     "eval-lm-limit-zero": (("eval", "lm", "--report", "{out}/rep", "--limit", "0", *RUN),
                            ["--limit 0", "use 1 or more"]),
 }
@@ -290,7 +305,8 @@ LM_CLI_ERRORS = {  # id: (arguments, words in the one-line error)
 def test_lm_cli_bad_input(case, files, tmp_path, capsys):
     args, words = LM_CLI_ERRORS[case]
     (tmp_path / "text.wav").write_text("I am not audio.\n" * 20)
-    where = {"run": files["run"], "codec": files["codec"], "wav": files["wav"], "out": tmp_path}
+    where = {"run": files["run"], "codec": files["codec"], "wav": files["wav"], "out": tmp_path,
+             "tokens": files["tokens"]}
     assert main([a.format(**where) for a in args]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("voxlm: error:"), lines

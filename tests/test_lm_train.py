@@ -347,7 +347,7 @@ def test_resume_after_kill_reproduces_the_run(tokens, tmp_path):
 def test_two_process_ddp_step_equals_one_process(tokens, tmp_path):
     args = ["lm", "train", "--data", str(tokens), "--config", "tiny", "--mode", "aligned",
             "--steps", "2", "--batch-size", "4", "--tts-delay", "3", "--asr-delay", "3",
-            "--lr", "3e-3", "--save-every", "2", "--quiet", "--threads", "1"]
+            "--lr", "3e-3", "--save-every", "2", "--quiet", "--threads", "1", "--valid-every", "1"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0  # one process: this one
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
@@ -360,8 +360,14 @@ def test_two_process_ddp_step_equals_one_process(tokens, tmp_path):
         assert torch.allclose(tensor, two[name], atol=1e-6), name
     curves = [[json.loads(line) for line in (tmp_path / run / "metrics.jsonl").open()]
               for run in ("one", "two")]
+    assert [a["step"] for a in curves[0]] == [b["step"] for b in curves[1]] == [1, 2, 2]
     for a, b in zip(*curves):
-        assert abs(a["loss"] - b["loss"]) < 1e-5 and a["tokens_per_s"] > 0 < b["tokens_per_s"]
+        if "valid_loss" in a:  # DDP validates on every process, process 0 logs
+            assert abs(a["valid_loss"] - b["valid_loss"]) < 1e-5 and a.keys() == b.keys()
+        else:
+            assert abs(a["loss"] - b["loss"]) < 1e-5 and a["tokens_per_s"] > 0 < b["tokens_per_s"]
+    best = [load_lm(tmp_path / run / "best.safetensors").state_dict() for run in ("one", "two")]
+    assert all(torch.allclose(t, best[1][k], atol=1e-6) for k, t in best[0].items())
 
 
 def test_warm_start_from_a_text_lm_folder(tokens, tmp_path):

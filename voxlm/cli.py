@@ -174,6 +174,11 @@ def _add_lm(top, add):
                    help="aligned: frames text lags audio")
     p.add_argument("--save-every", type=int, default=250, help="checkpoint every N steps")
     p.add_argument("--log-every", type=int, default=10, help="log every N steps")
+    p.add_argument("--valid-every", type=int, default=0, metavar="N",
+                   help="held-out loss on split valid every N steps and at the last, logged as "
+                        "valid_loss; the best step's weights go to RUN/best.safetensors (0: off)")
+    p.add_argument("--valid-limit", type=int, default=50, metavar="S",
+                   help="streams of split valid the held-out loss is computed on")
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: default)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU (always on GPU)")
     p.add_argument("--fsdp", action="store_true",

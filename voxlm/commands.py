@@ -131,6 +131,9 @@ def _train(name: str, task, args, warmup=None, bf16: bool = False, fsdp: bool = 
     trainer.run()
     if trainer.dist.main:
         print(f"{name}: {args.out / 'model.safetensors'} after {trainer.step} steps")
+        if trainer.best_step is not None:
+            print(f"{name}: best valid_loss {trainer.best_valid_loss:.4f} at step "
+                  f"{trainer.best_step}: {args.out / 'best.safetensors'}")
 
 
 def cmd_codec_teacher(args):
@@ -197,7 +200,8 @@ def cmd_lm_train(args):
                            weight_decay=args.weight_decay, grad_clip=args.grad_clip,
                            text_weight=args.text_weight, semantic_weight=args.semantic_weight,
                            layout=layout, warm_start=args.warm_start or "",
-                           warm_weights=not args.shape_only)
+                           warm_weights=not args.shape_only, valid_every=args.valid_every,
+                           valid_limit=args.valid_limit)
     _train("lm", LMTask(args.data, lm_config(args.config), config, progress=not args.quiet),
            args, warmup=args.warmup, bf16=args.bf16, fsdp=args.fsdp)
 

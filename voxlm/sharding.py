@@ -49,6 +49,15 @@ def full_state(module, optimizer) -> tuple[dict, dict]:
     return weights, (_by_ids(optim) if optim else {})
 
 
+def full_weights(module) -> dict:
+    """The full state dict of a sharded module alone, on the CPU of process 0 ({} on the
+    others). Every process must call it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True,
+                                                                 cpu_offload=True))
+
+
 def load_full_state(module, optimizer, weights: dict, optim: dict):
     """Load full state dicts (as `full_state` returns, or as an unsharded run saved them) into
     a sharded module and its optimizer. Every process calls it with the whole dicts and keeps

@@ -17,9 +17,16 @@ global batch, the loss and so the curve are the same as with DDP or one process;
 are the same single file, so a run resumes with or without `--fsdp`. In one process `fsdp`
 changes nothing.
 
+A task with `valid_every` (the LM's `--valid-every N`) is validated every N steps and at the
+last (`task.validate()`, on every process, process 0's numbers broadcast): its row goes into
+metrics.jsonl and TensorBoard, and a lower valid_loss than any before exports the model to
+RUN/best.safetensors. The best step and loss live in train_state.pt, so a resumed run
+compares against the same best; validation comes before the step's checkpoint.
+
 RUN/train_state.pt   everything needed to resume          (atomic)
 RUN/model.safetensors the weights for inference           (atomic, task.export)
 RUN/metrics.jsonl     one JSON row per logged step        (the training curve)
+RUN/best.safetensors  the weights of the best validation  (atomic, task.export; --valid-every)
 """
 from __future__ import annotations
 
@@ -145,6 +152,7 @@ class Trainer:
         self.base_lrs = {name: [group["lr"] for group in opt.param_groups]
                          for name, opt in task.optimizers.items()}
         self.step = 0
+        self.best_step, self.best_valid_loss = None, None  # the lowest valid_loss so far
         self.writer = None
 
     # ---- checkpoints ----
@@ -164,7 +172,8 @@ class Trainer:
                 modules = {n: unwrap(m).state_dict() for n, m in self.task.modules.items()}
                 optimizers = {n: o.state_dict() for n, o in self.task.optimizers.items()}
             state = {"step": self.step, "rng": rng_state(), "train_config": asdict(self.config),
-                     "modules": modules, "optimizers": optimizers, "task": self.task.state()}
+                     "modules": modules, "optimizers": optimizers, "task": self.task.state(),
+                     "best_step": self.best_step, "best_valid_loss": self.best_valid_loss}
             save_torch_atomic(self.state_path, state)
             if self.sharded:
                 self.task.export(self.out, modules)
@@ -199,6 +208,7 @@ class Trainer:
                 optimizer.load_state_dict(state["optimizers"][name])
         set_rng_state(state["rng"])
         self.step = state["step"]
+        self.best_step, self.best_valid_loss = state.get("best_step"), state.get("best_valid_loss")
         self._trim_metrics()
         return True
 
@@ -215,12 +225,39 @@ class Trainer:
                     continue
             write_atomic(path, "".join(row + "\n" for row in rows))
 
+    def validate(self):
+        """The task's held-out losses at this step, logged; a new best exported."""
+        with self.autocast():
+            metrics = self.task.validate()
+        if self.dist.world > 1:  # one verdict on every process: the export below gathers
+            values = torch.tensor(list(metrics.values()), dtype=torch.float64,
+                                  device=self.dist.device)
+            dist.broadcast(values, 0)
+            metrics = dict(zip(metrics, values.tolist()))
+        self.log(metrics)
+        loss = metrics["valid_loss"]
+        if math.isfinite(loss) and (self.best_valid_loss is None or loss < self.best_valid_loss):
+            self.best_step, self.best_valid_loss = self.step, loss
+            if self.sharded:
+                from .sharding import full_weights
+
+                weights = {n: full_weights(m) for n, m in self.task.modules.items()}
+                if self.dist.main:
+                    self.task.export(self.out, weights, name="best.safetensors")
+            elif self.dist.main:
+                self.task.export(self.out, name="best.safetensors")
+            if self.dist.world > 1:
+                dist.barrier()
+
     # ---- logging ----
-    def log(self, metrics: dict, elapsed: float):
+    def log(self, metrics: dict, elapsed: float | None = None):
+        """One metrics.jsonl row (and TensorBoard scalars) on process 0; `elapsed`: seconds
+        per step since the last row (None: a row without timing, e.g. validation)."""
         if not self.dist.main:
             return
-        row = {"step": self.step, **{k: round(float(v), 6) for k, v in metrics.items()},
-               "seconds_per_step": round(elapsed, 4)}
+        row = {"step": self.step, **{k: round(float(v), 6) for k, v in metrics.items()}}
+        if elapsed is not None:
+            row["seconds_per_step"] = round(elapsed, 4)
         with open(self.out / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(row) + "\n")
         if self.writer is None:
@@ -274,6 +311,9 @@ class Trainer:
                 self.log(metrics, (now - last_log) / window)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in list(metrics.items())[:4]})
                 last_log, window = now, 0
+            every = getattr(self.task, "valid_every", 0)
+            if every and (self.step % every == 0 or self.step == self.config.steps):
+                self.validate()
             if self.step % self.config.save_every == 0 or self.step == self.config.steps:
                 self.save()
         bar.close()

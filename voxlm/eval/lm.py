@@ -260,9 +260,8 @@ def validation_losses(lm, tokens_dir, limit: int | None = None, extra: dict | No
     (nats per target; text None where the layout has no text targets)."""
     from dataclasses import replace
 
-    from ..lm.data import LMData, TokenShards, collate
+    from ..lm.data import LMData, TokenShards
     from ..lm.streams import text_card
-    from ..lm.train import stream_losses
 
     shards = TokenShards(tokens_dir)
     c = lm.config
@@ -280,7 +279,6 @@ def validation_losses(lm, tokens_dir, limit: int | None = None, extra: dict | No
     if not splits:
         raise VoxlmError(f"{shards.folder} has no items in split valid or test",
                          "tokenize a corpus with held-out voices (voxlm synth corpus makes them)")
-    device = next(lm.parameters()).device
     rows = []
     extra = extra or {}
     for split in splits:
@@ -289,27 +287,43 @@ def validation_losses(lm, tokens_dir, limit: int | None = None, extra: dict | No
                 data = LMData(shards, c, replace(layout, split=split), batch_size=1)
             except VoxlmError:  # e.g. duplex without dialogues in this split
                 continue
-            sums = torch.zeros(1 + c.n_q, dtype=torch.float64)
-            counts = torch.zeros(1 + c.n_q, dtype=torch.float64)
-            windows, frames = [], 0
-            indices = range(len(data.streams))[:limit]
-            for index in indices:
-                layout_frames = data.layout_frames(index, np.random.default_rng([index, 0xE]))
-                frames += layout_frames.shape[1]
-                windows += [layout_frames[:, k:k + c.context]
-                            for k in range(0, layout_frames.shape[1] - 1, c.context)]
-            windows = [w for w in windows if w.shape[1] > 1]
-            for group in _batches([w.shape[1] for w in windows], c.text_card + c.n_q * c.card):
-                tokens = collate([windows[i] for i in group], c).to(device)  # [B, S, L]
-                loss_sums, loss_counts = stream_losses(lm(tokens), tokens)
-                sums += loss_sums.double().cpu()
-                counts += loss_counts.cpu()
+            sums, counts, streams, frames = layout_losses(lm, data, limit)
             means = (sums / counts.clamp(min=1)).tolist()
-            rows.append({"split": split, "layout": name, "streams": len(indices),
+            rows.append({"split": split, "layout": name, "streams": streams,
                          "frames": frames, "text": means[0] if counts[0] > 0 else None,
                          "audio": float(np.mean(means[1:])), "semantic": means[1],
                          "per_codebook": means[1:]})
     return rows
+
+
+@torch.no_grad()
+def layout_losses(lm, data, limit: int | None = None) -> tuple:
+    """Summed cross-entropy and real targets per stream of the first `limit` streams of `data`
+    (an `LMData` of a held-out split): each stream's whole layout, its random choices seeded by
+    its index (the same windows every call), cut into windows of the LM's context as training
+    crops it. Also the validation of `voxlm lm train --valid-every` (`LMTask.validate`).
+    -> (sums [1 + n_q] float64, counts [1 + n_q] float64, streams, frames), text first."""
+    from ..lm.data import collate
+    from ..lm.train import stream_losses
+
+    c = lm.config
+    device = next(lm.parameters()).device
+    sums = torch.zeros(1 + c.n_q, dtype=torch.float64)
+    counts = torch.zeros(1 + c.n_q, dtype=torch.float64)
+    windows, frames = [], 0
+    indices = range(len(data.streams))[:limit]
+    for index in indices:
+        layout_frames = data.layout_frames(index, np.random.default_rng([index, 0xE]))
+        frames += layout_frames.shape[1]
+        windows += [layout_frames[:, k:k + c.context]
+                    for k in range(0, layout_frames.shape[1] - 1, c.context)]
+    windows = [w for w in windows if w.shape[1] > 1]
+    for group in _batches([w.shape[1] for w in windows], c.text_card + c.n_q * c.card):
+        tokens = collate([windows[i] for i in group], c).to(device)  # [B, S, L]
+        loss_sums, loss_counts = stream_losses(lm(tokens), tokens)
+        sums += loss_sums.double().cpu()
+        counts += loss_counts.cpu()
+    return sums, counts, len(indices), frames
 
 
 # ---------------------------------------------------------------- TTS and ASR

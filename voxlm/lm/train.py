@@ -15,14 +15,22 @@ building). bf16 autocast comes from the Trainer (on by default on GPU). With `--
 Trainer calls `shard` instead of `wrap`: FSDP2 with each temporal and depth transformer block
 its own unit (`voxlm/sharding.py`).
 
+With `--valid-every N` (`validate`, called by the Trainer every N steps and at the last) every
+process computes the held-out loss of the training layout on split valid (the first
+`--valid-limit` streams, the same windows every time: `eval.lm.layout_losses`, in eval mode
+under the training autocast), process 0 logs it as valid_loss, valid_text_loss,
+valid_audio_loss and valid_semantic_loss, and a better valid_loss than before writes
+RUN/best.safetensors.
+
 RUN/model.safetensors  the LM (save_lm; extra: mode, tokenizer, codec sha256 and path, frame
                        rate, the layout's tts/asr/duplex text delays that generation reads back)
+RUN/best.safetensors   the LM at the step of the lowest valid_loss (--valid-every; same format)
 RUN/tokenizer.model    the text tokenizer of its text stream
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -50,6 +58,8 @@ class LMTrainConfig:
     warm_start: str = ""  # "": random init; "gguf": the shipped Gemma 3 270M; else a GGUF/HF path
     warm_weights: bool = True  # False: the warm-start model's shape, weights drawn fresh (the
     #                            random-init baseline of a warm-start comparison)
+    valid_every: int = 0  # held-out loss every N steps and at the last (0: none)
+    valid_limit: int = 50  # streams of split valid it is computed on
 
     def __post_init__(self):
         """Bad values fail here, named by their `voxlm lm train` flags, before any data loads
@@ -63,7 +73,11 @@ class LMTrainConfig:
                 ("--text-weight", self.text_weight, 0 <= self.text_weight < 1000,
                  "pass 0 or more, e.g. 1"),
                 ("--semantic-weight", self.semantic_weight, 0 < self.semantic_weight < 1000,
-                 "pass a weight above 0, e.g. 1 (Moshi: 100)")):
+                 "pass a weight above 0, e.g. 1 (Moshi: 100)"),
+                ("--valid-every", self.valid_every, self.valid_every >= 0,
+                 "pass a number of steps, or 0 for no validation"),
+                ("--valid-limit", self.valid_limit, self.valid_limit >= 1,
+                 "pass 1 or more streams, e.g. 50")):
             if not ok:
                 raise VoxlmError(f"{flag} {value}", fix)
         if not self.warm_weights and not self.warm_start:
@@ -100,6 +114,9 @@ class LMTask:
     def __init__(self, tokens_dir, model_config: LMConfig, config: LMTrainConfig,
                  progress: bool = True):
         self.shards = open_shards(tokens_dir)  # errors on a bad folder before any process starts
+        if config.valid_every and not any(r["split"] == "valid" for r in self.shards.items):
+            raise VoxlmError(f"tokens in {self.shards.folder} have no items in split valid",
+                             "tokenize a corpus with held-out voices, or drop --valid-every")
         self.model_config = config_for_shards(model_config, self.shards)
         self.config, self.progress = config, progress
 
@@ -111,6 +128,8 @@ class LMTask:
         lm = self._warm_lm() if c.warm_start else LM(self.model_config)
         self.data = LMData(self.shards, self.model_config, c.layout, c.batch_size,
                            seed=train_config.seed)
+        self.valid_data = (LMData(self.shards, self.model_config, replace(c.layout, split="valid"),
+                                  batch_size=1) if c.valid_every else None)
         if c.batch_size % (dist_info.world * c.accum):
             raise VoxlmError(f"batch size {c.batch_size} does not split over {dist_info.world} "
                              f"processes x {c.accum} microbatches",
@@ -191,8 +210,28 @@ class LMTask:
             raise VoxlmError("the run folder holds an LM with a different config",
                              "pass the same --config and --data as before, or a new --out folder")
 
-    def export(self, out: Path, weights: dict | None = None):
-        """Write the model file; `weights`: the full state dicts by module name when the
+    @property
+    def valid_every(self) -> int:
+        return self.config.valid_every
+
+    def validate(self) -> dict:
+        """Held-out losses of the training layout on split valid, on every process (a sharded
+        forward all-gathers); the model back in train mode after."""
+        from ..eval.lm import layout_losses
+
+        lm, n_q = unwrap(self.lm), self.model_config.n_q  # DDP: its module, no collective
+        lm.eval()
+        try:
+            sums, counts, _, _ = layout_losses(lm, self.valid_data, self.config.valid_limit)
+        finally:
+            lm.train()
+        means = (sums / counts.clamp(min=1)).tolist()  # text (0 without text targets), codebooks
+        text, audio = means[0], sum(means[1:]) / n_q
+        return {"valid_loss": text + audio, "valid_text_loss": text, "valid_audio_loss": audio,
+                "valid_semantic_loss": means[1]}
+
+    def export(self, out: Path, weights: dict | None = None, name: str = "model.safetensors"):
+        """Write the model file `name`; `weights`: the full state dicts by module name when the
         modules are sharded (the Trainer gathers them)."""
         header, layout = self.shards.header, self.config.layout
         extra = {"mode": layout.mode, "tokenizer": header["tokenizer"],
@@ -200,7 +239,7 @@ class LMTask:
                  "frame_rate": header["frame_rate"], "tts_delay": layout.tts_delay,
                  "asr_delay": layout.asr_delay, "duplex_text_delay": layout.duplex_text_delay}
         state = weights["lm"] if weights else unwrap(self.lm).state_dict()
-        save_model(Path(out) / "model.safetensors", "lm", unwrap(self.lm).config, state, extra=extra)
+        save_model(Path(out) / name, "lm", unwrap(self.lm).config, state, extra=extra)
         source, target = self.shards.folder / "tokenizer.model", Path(out) / "tokenizer.model"
         if not target.exists() or target.read_bytes() != source.read_bytes():
             from ..data import write_atomic
