@@ -98,9 +98,7 @@ def _add_eval_and_units(top, add):
     p.add_argument("--data", type=Path, default=Path("data/dialogues"),
                    help="dialogue corpus (voxlm synth dialogues); its held-out voices are used")
     p.add_argument("--limit", type=int, default=20, help="dialogues (split test first, then valid)")
-    p.add_argument("--temperature", type=float, default=0.8, help="audio sampling temperature")
-    p.add_argument("--top-k", type=int, default=250, help="sample among the k likeliest codes")
-    p.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling mass (0: off)")
+    sampling_flags(p)
     p.add_argument("--seed", type=int, default=0, help="generation seed (dialogue i uses seed + i)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--quiet", action="store_true")
@@ -203,6 +201,14 @@ def _add_lm(top, add):
     p.add_argument("--curve", type=Path, help="also plot the run's training curve to this PNG")
 
 
+def sampling_flags(p):
+    """The audio sampling flags of every generating command (commands._sampling reads them)."""
+    p.add_argument("--temperature", type=float, default=0.8,
+                   help="audio sampling temperature (0: greedy)")
+    p.add_argument("--top-k", type=int, default=250, help="sample among the k likeliest codes (0: all)")
+    p.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling mass (0: off)")
+
+
 def _add_speech(top, add):
     def model_flags(p, sampling: bool):
         p.add_argument("--checkpoint", type=Path,
@@ -210,10 +216,7 @@ def _add_speech(top, add):
         p.add_argument("--codec", type=Path, help="codec model file or run folder (default: the "
                                                   "one the LM was trained on, else the shipped one)")
         if sampling:
-            p.add_argument("--temperature", type=float, default=0.8,
-                           help="audio sampling temperature (0: greedy)")
-            p.add_argument("--top-k", type=int, default=250, help="sample among the k likeliest codes (0: all)")
-            p.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling mass (0: off)")
+            sampling_flags(p)
             p.add_argument("--seed", type=int, default=0, help="random seed (it also picks the voice)")
 
     p = add(top, "tts", "tts", commands.cmd_tts, "speak text with the speech-text LM")
@@ -242,9 +245,7 @@ def _add_dialogue(top, add):
                                                        "file trained with --mode duplex")
         p.add_argument("--codec", type=Path, help="codec model file or run folder (default: the "
                                                   "one the LM was trained on, else the shipped one)")
-        p.add_argument("--temperature", type=float, default=0.8, help="audio sampling temperature")
-        p.add_argument("--top-k", type=int, default=250, help="sample among the k likeliest codes")
-        p.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling mass (0: off)")
+        sampling_flags(p)
         p.add_argument("--seed", type=int, default=0, help="random seed (it also picks the voice)")
         p.add_argument("--threads", type=int, default=1,
                        help="torch threads (1 suits one frame at a time; more may help many sessions)")
