@@ -135,3 +135,28 @@ def test_resume_regenerates_only_missing(corpus, tmp_path):
     assert not list(folder.glob(".*"))
     for row in again:
         assert abs(sf.info(str(out / row["audio"])).frames / SAMPLE_RATE - row["duration"]) < 1e-3
+
+
+def test_qa_share_and_weights_choose_the_questions():
+    """--qa-share 1 --qa-weights 1,0,0,0: every dialogue is QA and every question arithmetic on
+    0..max_operand; the default odds still mix the four kinds."""
+    import random
+    import re
+
+    from voxlm.synth.dialogue import ASSISTANT, USER, _plan
+    from voxlm.synth.text import number_words
+
+    numbers = {number_words(k) for k in range(13)}
+    config = DialogueConfig(qa_share=1.0, qa_weights=(1, 0, 0, 0))
+    for seed in range(40):
+        kind, plan = _plan(random.Random(seed), config)
+        assert kind == "qa" and [ch for ch, _ in plan[:2]] == [USER, ASSISTANT]
+        for channel, text in plan[::2]:
+            a, op, b = re.search(r"(\w+) (plus|minus|times) (\w+)\?$", text).groups()
+            assert {a, b} <= numbers
+    mixed = [_plan(random.Random(seed), DialogueConfig(qa_share=1.0))[1] for seed in range(60)]
+    questions = [text for plan in mixed for _, text in plan[::2]]
+    assert any("spell" in q for q in questions) and any(" plus " in q or " minus " in q
+                                                       or " times " in q for q in questions)
+    assert all(_plan(random.Random(s), DialogueConfig(qa_share=0.0))[0] == "chitchat"
+               for s in range(5))

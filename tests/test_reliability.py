@@ -237,6 +237,10 @@ CLI_ERRORS = {
                                                                 "such as 0.8"]),
     "say-out-mp3": ("synth say hello -o {d}/s.mp3", ["cannot write '.mp3'", "use a .wav"]),
     "corpus-minutes-zero": ("synth corpus --out {d}/c --minutes 0 --quiet", ["must be positive"]),
+    "dialogues-qa-share-above-one": ("synth dialogues --out {d}/q --count 1 --qa-share 1.5",
+                                     ["--qa-share 1.5 is outside 0..1", "--qa-share 0.4"]),
+    "dialogues-qa-weights-bad": ("synth dialogues --out {d}/q --count 1 --qa-weights 1,x",
+                                 ["--qa-weights 1,x", "four non-negative numbers", "4,1,1,2"]),
 }
 ARGPARSE = {  # rejected by the parser itself: usage, then `voxlm ...: error: ...`, exit 2
     "flag-unknown-command": ("bogus", ["invalid choice: 'bogus'"]),

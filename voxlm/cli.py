@@ -34,6 +34,7 @@ EXAMPLES = {
     "tts": "voxlm tts \"Hello there, how are you?\" -o hello.wav --checkpoint runs/lm",
     "asr": "voxlm asr speech.wav --checkpoint runs/lm",
     "continue": "voxlm continue prompt.wav -o more.wav --seconds 5 --checkpoint runs/lm",
+    "convert": "voxlm convert speech.wav --voice target.wav -o converted.wav --checkpoint runs/lm",
     "chat": "voxlm chat --input question.wav --output dialogue.wav --transcript dialogue.json "
             "--checkpoint runs/dialogue",
     "serve": "voxlm serve --port 8998 --max-sessions 8 --checkpoint runs/dialogue",
@@ -186,6 +187,10 @@ def _add_lm(top, add):
                    help="initialise the temporal transformer from a text LM: gguf (the shipped "
                         "Gemma 3 270M), a .gguf file or a Hugging Face folder; tokens must use "
                         "its tokenizer (whole, or cut with `lm tokenize --trim`)")
+    p.add_argument("--init", type=Path, metavar="RUN|MODEL",
+                   help="start from this run's (or model file's) weights and config, with a fresh "
+                        "optimizer and schedule: fine-tuning; its tokenizer and codec must be the "
+                        "tokens' (--config is ignored)")
     p.add_argument("--shape-only", action="store_true",
                    help="with --warm-start: its shape and vocabulary, random weights (the "
                         "baseline a warm start is compared with)")
@@ -234,6 +239,15 @@ def _add_speech(top, add):
     p.add_argument("-o", "--output", required=True, type=Path, help=".wav or .flac file")
     p.add_argument("--seconds", type=float, default=5.0, help="seconds generated after the prompt")
     p.add_argument("--max-seconds", type=float, default=120.0, help="reject longer prompts")
+    model_flags(p, sampling=True)
+    p = add(top, "convert", "convert", commands.cmd_convert,
+            "say what a speech file says in another voice (its codebook 1, the target's acoustics)")
+    p.add_argument("input", type=Path, help="speech whose content is kept")
+    p.add_argument("--voice", required=True, type=Path, help="speech in the target voice")
+    p.add_argument("-o", "--output", required=True, type=Path, help=".wav or .flac file")
+    p.add_argument("--prompt-seconds", type=float, default=6.0,
+                   help="seconds of the target voice the LM is prompted with")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="reject longer files")
     model_flags(p, sampling=True)
 
 
@@ -359,6 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--count", type=int, default=20, help="number of dialogues")
     p.add_argument("--assistant-voice", default="piper:joe", help="the assistant's one voice")
+    p.add_argument("--qa-share", type=float, default=0.4,
+                   help="fraction of dialogues that are spoken QA, 0..1 (the rest are chitchat)")
+    p.add_argument("--qa-weights", type=_csv, default=("4", "1", "1", "2"), metavar="A,C,S,F",
+                   help="relative odds of arithmetic, counting, spelling and fact questions")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--quiet", action="store_true", help="no progress bar")

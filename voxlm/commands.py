@@ -19,9 +19,21 @@ def cmd_synth_corpus(args):
 
 
 def cmd_synth_dialogues(args):
+    from .errors import VoxlmError
     from .synth.dialogue import DialogueConfig, synthesize_dialogues
 
-    config = DialogueConfig(seed=args.seed, assistant_voice=args.assistant_voice)
+    if not 0.0 <= args.qa_share <= 1.0:
+        raise VoxlmError(f"--qa-share {args.qa_share} is outside 0..1", "pass e.g. --qa-share 0.4")
+    try:
+        weights = tuple(float(w) for w in args.qa_weights)
+    except ValueError:
+        weights = ()
+    if len(weights) != 4 or min(weights) < 0 or sum(weights) <= 0:
+        raise VoxlmError(f"--qa-weights {','.join(args.qa_weights)}",
+                         "give four non-negative numbers, not all zero, for arithmetic,counting,"
+                         "spelling,fact (e.g. 4,1,1,2)")
+    config = DialogueConfig(seed=args.seed, assistant_voice=args.assistant_voice,
+                            qa_share=args.qa_share, qa_weights=weights)
     manifest = synthesize_dialogues(args.out, args.count, config, workers=args.workers,
                                     progress=not args.quiet)
     print(f"dialogues: {manifest}")
@@ -200,7 +212,8 @@ def cmd_lm_train(args):
                            weight_decay=args.weight_decay, grad_clip=args.grad_clip,
                            text_weight=args.text_weight, semantic_weight=args.semantic_weight,
                            layout=layout, warm_start=args.warm_start or "",
-                           warm_weights=not args.shape_only, valid_every=args.valid_every,
+                           warm_weights=not args.shape_only, init=str(args.init or ""),
+                           valid_every=args.valid_every,
                            valid_limit=args.valid_limit)
     _train("lm", LMTask(args.data, lm_config(args.config), config, progress=not args.quiet),
            args, warmup=args.warmup, bf16=args.bf16, fsdp=args.fsdp)
@@ -274,6 +287,21 @@ def cmd_continue(args):
     save_audio(args.output, out.audio)
     print(f"wrote {args.output}: {len(out.audio) / SAMPLE_RATE:.2f} s"
           + (f" (the model's text: {out.text})" if out.text else ""))
+
+
+def cmd_convert(args):
+    from .audio import SAMPLE_RATE, load_audio, save_audio
+    from .convert import convert_voice
+    from .lm.speech import load_speech_lm
+
+    _check_output(args.output)
+    source = load_audio(args.input, max_seconds=args.max_seconds)
+    target = load_audio(args.voice, max_seconds=args.max_seconds)
+    model = load_speech_lm(args.checkpoint)
+    out = convert_voice(model.lm, model.codec(args.codec), source, target, _sampling(args),
+                        model.layout, prompt_seconds=args.prompt_seconds, seed=args.seed)
+    save_audio(args.output, out.audio)
+    print(f"wrote {args.output}: {len(out.audio) / SAMPLE_RATE:.2f} s in the voice of {args.voice}")
 
 
 def _threads(args):

@@ -54,6 +54,7 @@ class DialogueConfig:
     qa_share: float = 0.4  # fraction of dialogues that are spoken QA; the rest are chitchat
     qa_exchanges: tuple = (1, 4)  # QA exchanges in one QA dialogue, inclusive range
     max_operand: int = 12  # largest number in arithmetic questions (0..12, plus, minus, times)
+    qa_weights: tuple = (4, 1, 1, 2)  # odds of arithmetic, counting, spelling, fact questions
     chitchat_turns: tuple = (4, 8)  # consecutive turns taken from one conversation, inclusive
     user_rates: tuple = (0.9, 1.0, 1.1)  # speaking-rate factors a user voice may get
     user_pitch: tuple = (0.85, 1.15)  # pitch factor range for user voices (espeak honours it)
@@ -172,7 +173,7 @@ def _plan(rng: random.Random, config: DialogueConfig):
     if rng.random() < config.qa_share:
         plan = []
         for _ in range(rng.randint(*config.qa_exchanges)):
-            question, answer = qa_pair(rng, config.max_operand)
+            question, answer = qa_pair(rng, config.max_operand, config.qa_weights)
             plan += [(USER, question), (ASSISTANT, answer)]
         return "qa", plan
     conversations = _conversations()

@@ -133,9 +133,13 @@ def arithmetic_pair(rng: random.Random, max_operand: int = 20):
     return question, f"{phrase.capitalize()} is {number_words(_OPS[op](a, b))}."
 
 
-def qa_pair(rng: random.Random, max_operand: int = 20):
-    """One spoken question and its answer: arithmetic, counting, spelling or a simple fact."""
-    kind = rng.choices(["arithmetic", "counting", "spelling", "fact"], weights=[4, 1, 1, 2])[0]
+QA_KINDS = ("arithmetic", "counting", "spelling", "fact")
+
+
+def qa_pair(rng: random.Random, max_operand: int = 20, weights: tuple = (4, 1, 1, 2)):
+    """One spoken question and its answer: arithmetic, counting, spelling or a simple fact, drawn
+    with the relative odds `weights` (in QA_KINDS order)."""
+    kind = rng.choices(QA_KINDS, weights=list(weights))[0]
     if kind == "arithmetic":
         return arithmetic_pair(rng, max_operand)
     if kind == "counting":
