@@ -326,6 +326,37 @@ def test_tiny_lm_learns_and_exports(tokens, tmp_path):
     assert (a - b).abs().max() < 0.05 * a.abs().max()
 
 
+def test_init_fine_tunes_from_a_run(tokens, tmp_path):
+    """--init: the run's config and weights, a fresh schedule; a tokens folder made with another
+    tokenizer is refused (its ids would index other embeddings)."""
+    Trainer(task(tokens), TrainConfig(steps=3, warmup=1, save_every=100, seed=0), tmp_path / "a",
+            progress=False).run()
+    source = load_lm(tmp_path / "a")
+    tuned = Trainer(task(tokens, lr=1e-9, init=str(tmp_path / "a")),
+                    TrainConfig(steps=1, warmup=1, save_every=100, seed=5), tmp_path / "b",
+                    progress=False)
+    tuned.run()
+    assert tuned.task.model_config == source.config
+    ours, theirs = load_lm(tmp_path / "b").state_dict(), source.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert max((ours[k] - theirs[k]).abs().max().item() for k in ours) < 1e-5
+    fresh = Trainer(task(tokens), TrainConfig(steps=1, warmup=1, save_every=100, seed=5),
+                    tmp_path / "c", progress=False)
+    fresh.run()
+    assert max((load_lm(tmp_path / "c").state_dict()[k] - theirs[k]).abs().max().item()
+               for k in ours) > 0.01  # a fresh run starts elsewhere
+    other = tmp_path / "other_tokens"
+    shutil.copytree(tokens, other)
+    header = json.loads((other / "tokens.json").read_text())
+    header["tokenizer"]["sha256"] = "0" * 64
+    (other / "tokens.json").write_text(json.dumps(header))
+    with pytest.raises(VoxlmError, match="another tokenizer"):
+        Trainer(task(other, init=str(tmp_path / "a")), TrainConfig(steps=1, warmup=1),
+                tmp_path / "d", progress=False).run()
+    with pytest.raises(VoxlmError, match="--init and --warm-start"):
+        LMTrainConfig(init="x", warm_start="gguf")
+
+
 def test_resume_after_kill_reproduces_the_run(tokens, tmp_path):
     config = TrainConfig(steps=6, warmup=2, save_every=3, log_every=1, seed=3)
     whole = Trainer(task(tokens, "interleave"), config, tmp_path / "whole", progress=False)

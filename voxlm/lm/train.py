@@ -58,6 +58,7 @@ class LMTrainConfig:
     warm_start: str = ""  # "": random init; "gguf": the shipped Gemma 3 270M; else a GGUF/HF path
     warm_weights: bool = True  # False: the warm-start model's shape, weights drawn fresh (the
     #                            random-init baseline of a warm-start comparison)
+    init: str = ""  # a run folder or LM file to start from (fine-tuning); "": fresh weights
     valid_every: int = 0  # held-out loss every N steps and at the last (0: none)
     valid_limit: int = 50  # streams of split valid it is computed on
 
@@ -80,6 +81,9 @@ class LMTrainConfig:
                  "pass 1 or more streams, e.g. 50")):
             if not ok:
                 raise VoxlmError(f"{flag} {value}", fix)
+        if self.init and self.warm_start:
+            raise VoxlmError("--init and --warm-start both set where the weights come from",
+                             "pass one of them")
         if not self.warm_weights and not self.warm_start:
             raise VoxlmError("--shape-only takes the shape of a --warm-start model, and none was "
                              "given", "add --warm-start gguf (or a model path), or drop --shape-only")
@@ -125,7 +129,10 @@ class LMTask:
         """Called by the Trainer after seeding, so initial weights follow the seed."""
         self.dist, self.train_config = dist_info, train_config
         c = self.config
-        lm = self._warm_lm() if c.warm_start else LM(self.model_config)
+        if c.init:
+            lm = self._init_lm()
+        else:
+            lm = self._warm_lm() if c.warm_start else LM(self.model_config)
         self.data = LMData(self.shards, self.model_config, c.layout, c.batch_size,
                            seed=train_config.seed)
         self.valid_data = (LMData(self.shards, self.model_config, replace(c.layout, split="valid"),
@@ -148,6 +155,31 @@ class LMTask:
         return torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay},
                                   {"params": plain, "weight_decay": 0.0}],
                                  lr=c.lr, betas=tuple(c.betas))
+
+    def _init_lm(self) -> LM:
+        """The LM of --init (fine-tuning): its config and weights; its tokenizer and codec must be
+        the ones the tokens were made with, or its embeddings would mean other things."""
+        from .speech import load_speech_lm
+
+        source = load_speech_lm(self.config.init)
+        header, extra = self.shards.header, source.extra
+        for what, theirs, ours in (
+                ("tokenizer", (extra.get("tokenizer") or {}).get("sha256"),
+                 header["tokenizer"]["sha256"]),
+                ("codec", extra.get("codec_sha256"), header["codec"]["sha256"])):
+            if theirs != ours:
+                raise VoxlmError(f"--init {self.config.init} was trained with another {what} than "
+                                 f"the tokens in {self.shards.folder}",
+                                 f"tokenize with its {what} (`voxlm lm tokenize --tokenizer "
+                                 f"RUN/tokenizer.model`, the same --codec)")
+        config = source.lm.config
+        if config.n_q > self.shards.n_q:
+            raise VoxlmError(f"--init {self.config.init} predicts {config.n_q} codebooks, the tokens "
+                             f"have {self.shards.n_q}", "tokenize with its codec")
+        self.model_config = config
+        lm = LM(config)
+        lm.load_state_dict({k: v.float() for k, v in source.lm.state_dict().items()})
+        return lm
 
     def _warm_lm(self) -> LM:
         from .warmstart import lm_config_for, read_text_lm, warm_start
