@@ -172,6 +172,33 @@ def test_continue_keeps_the_prompt_and_adds_seconds(files, model, mode):
     np.testing.assert_allclose(out.audio[:len(prompt)], prompt, atol=1e-4)
 
 
+@pytest.mark.parametrize("mode", ["continuation", "aligned"])
+def test_convert_keeps_codebook_one_and_samples_the_acoustics(files, model, mode):
+    from voxlm.convert import convert_voice
+
+    speech, codec, tokenizer = model
+    c = speech.lm.config
+    audio = load_audio(files["wav"])
+    source, target = audio[:HOP * 8], audio[HOP * 8:HOP * 14] * 0.5  # 8 and 6 codec frames
+    layout = replace(speech.layout, mode=mode)
+    out = convert_voice(speech.lm, codec, source, target, layout=layout, prompt_seconds=0.4, seed=3)
+    assert len(out.audio) == 8 * HOP and np.isfinite(out.audio).all()
+    got = from_continuation(out.frames, c) if mode == "continuation" else \
+        from_aligned(out.frames, c, ASR_DELAY).codes  # [n_q, 5 + 8 (+ delay columns)]
+    prompt = encode_audio(codec, target)[:c.n_q, :5]
+    content = encode_audio(codec, source)[:c.n_q]
+    np.testing.assert_array_equal(got[:, :5], prompt)  # the voice prompt, given whole
+    np.testing.assert_array_equal(got[0, 5:13], content[0])  # what is said: the source's cb1
+    assert (got[1:, 5:13] != content[1:]).any()  # acoustics: sampled, not copied
+    again = convert_voice(speech.lm, codec, source, target, layout=layout, prompt_seconds=0.4,
+                          seed=3)
+    np.testing.assert_array_equal(again.frames, out.frames)
+    with pytest.raises(VoxlmError, match="context"):
+        convert_voice(speech.lm, codec, audio, target, layout=layout, prompt_seconds=0.4)
+    with pytest.raises(VoxlmError, match="one voice"):
+        convert_voice(speech.lm, codec, source, target, layout=replace(layout, mode="duplex"))
+
+
 def test_same_seed_same_output(files, model):
     speech, codec, tokenizer = model
     runs = [synthesize(speech.lm, codec, tokenizer, TEXT, layout=speech.layout, seed=seed)
@@ -228,6 +255,17 @@ def test_cli_tts_asr_continue_end_to_end(files):
     assert len(load_audio(more)) == (frames + round(12.5)) * HOP
 
 
+def test_cli_convert_writes_the_source_length(files, tmp_path):
+    audio = load_audio(files["wav"])
+    save_audio(tmp_path / "source.wav", audio[:HOP * 7])
+    save_audio(tmp_path / "voice.wav", audio[HOP * 7:])
+    out = tmp_path / "converted.wav"
+    result = _voxlm("convert", tmp_path / "source.wav", "--voice", tmp_path / "voice.wav", "-o", out,
+                    "--prompt-seconds", "0.3", "--checkpoint", files["run"], "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    assert "in the voice of" in result.stdout and len(load_audio(out)) == 7 * HOP
+
+
 def test_cli_errors_are_one_line(files, tmp_path, capsys):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF not really a wav file at all")
@@ -275,6 +313,16 @@ LM_CLI_ERRORS = {  # id: (arguments, words in the one-line error)
                               ["--seconds 1000000000.0", "from 0 to 600 seconds"]),
     "continue-seconds-nan": (("continue", "{wav}", "-o", "{out}/y.wav", "--seconds", "nan", *RUN),
                              ["--seconds nan"]),
+    "convert-prompt-zero": (("convert", "{wav}", "--voice", "{wav}", "-o", "{out}/c.wav",
+                             "--prompt-seconds", "0", *RUN), ["--prompt-seconds 0.0", "above 0"]),
+    "convert-source-too-long": (("convert", "{wav}", "--voice", "{wav}", "-o", "{out}/c.wav",
+                                 "--prompt-seconds", "0.4", *RUN),
+                                ["model's context", "shorter pieces"]),
+    "convert-voice-missing": (("convert", "{wav}", "--voice", "{out}/nobody.wav", "-o",
+                               "{out}/c.wav", *RUN), ["nobody.wav"]),
+    "lm-train-init-and-warm-start": (("lm", "train", "--data", "{out}", "--out", "{out}/r",
+                                      "--init", "{out}", "--warm-start", "gguf"),
+                                     ["--init and --warm-start", "pass one of them"]),
     "lm-tokenize-two-tokenizers": (("lm", "tokenize", "--data", "{out}", "--out", "{out}/tk",
                                     "--trim", "--text-vocab", "300"), ["pass at most one"]),
     "lm-train-lr-negative": (("lm", "train", "--data", "{out}", "--out", "{out}/r", "--lr", "-1"),

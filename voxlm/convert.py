@@ -1,0 +1,73 @@
+"""Voice conversion with the speech LM: the content of one recording in the voice of another.
+
+Codebook 1 of the codec is distilled from a semantic teacher, so it carries what is said; the
+acoustic codebooks 2..n_q carry who says it and how. `convert_voice` prompts the LM with the
+target voice's codes (all codebooks), then walks the source recording frame by frame: codebook 1
+is forced to the source's, codebooks 2..n_q are sampled by the depth transformer, conditioned on
+the prompt through the temporal transformer's context. The codec decodes the result.
+
+    target codes  [n_q, Tt]  given
+    source codes  [1, Ts]    given (codebook 1)   -> codebooks 2..n_q [n_q - 1, Ts] sampled
+
+The LM must have learned several voices in the continuation, aligned or interleave layout (a
+dialogue model speaks in one voice only and has no use here).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import VoxlmError
+from .lm.generate import LMGen, SamplingOptions
+from .lm.model import TEXT_PAD_ID
+from .lm.speech import (SAMPLE, Generation, SpeechLayout, _encode, _extend, _run_plan, _seed,
+                        check_codec)
+from .lm.streams import SPEECH, Segment, aligned, continuation, interleave
+
+MAX_PROMPT_SECONDS = 20.0  # the target prompt is cut to its first seconds (context budget)
+
+
+def convert_voice(lm, codec, source: np.ndarray, target: np.ndarray,
+                  sampling: SamplingOptions = SamplingOptions(),
+                  layout: SpeechLayout = SpeechLayout(),
+                  prompt_seconds: float = 6.0, seed: int | None = None) -> Generation:
+    """source, target: mono float32 16 kHz -> Generation(audio [Ts * hop], frames [S, L], "").
+    The audio is the source's content (its codebook 1) in the target's voice; it has the
+    source's length in codec frames."""
+    c = lm.config
+    if layout.mode == "duplex":
+        raise VoxlmError("this LM was trained for full duplex dialogue; it speaks one voice",
+                         "convert with an LM trained with --mode continuation or aligned")
+    if not 0 < prompt_seconds <= MAX_PROMPT_SECONDS:
+        raise VoxlmError(f"--prompt-seconds {prompt_seconds}",
+                         f"pass a length above 0 and at most {MAX_PROMPT_SECONDS:g} seconds")
+    check_codec(lm, codec, layout)
+    prompt = _encode(codec, target, c)[:, :max(1, int(round(prompt_seconds * layout.frame_rate)))]
+    content = _encode(codec, source, c)  # [n_q, Ts]
+    tt, ts = prompt.shape[1], content.shape[1]
+    if 1 + tt + ts + max(c.delays) > c.context:
+        seconds = (c.context - 1 - tt - max(c.delays)) / layout.frame_rate
+        raise VoxlmError(f"the source is {ts / layout.frame_rate:.1f} s, and the model's context "
+                         f"leaves {seconds:.1f} s after the voice prompt",
+                         "cut the source into shorter pieces, or pass a shorter --prompt-seconds")
+    codes = np.concatenate([prompt, content], axis=1)  # [n_q, Tt + Ts]
+    plan = _plan(codes, c, layout)
+    for k, delay in enumerate(c.delays[2:1 + c.n_q], start=1):  # acoustic codebooks of the source
+        plan[1 + k, 1 + tt + delay:1 + tt + ts + delay] = SAMPLE
+    _seed(seed)
+    frames, audio = _run_plan(LMGen(lm, sampling), codec, plan, audio_at=1)
+    hop = codec.config.hop  # samples per codec frame
+    return Generation(audio[tt * hop:(tt + ts) * hop], frames, "")
+
+
+def _plan(codes: np.ndarray, c, layout: SpeechLayout) -> np.ndarray:
+    """The layout's frames [S, 1 + T + d] for speech codes [n_q, T], text rows as in training
+    for speech without words."""
+    columns = 1 + codes.shape[1] + max(c.delays)
+    if layout.mode == "interleave":  # one speech span: the text row holds pads
+        plan = _extend(interleave([Segment(SPEECH, codes=codes)], c), columns, TEXT_PAD_ID, c)
+    elif layout.mode == "aligned":  # speech without words: text pads (the ASR direction's start)
+        plan = _extend(aligned(codes, [], [], c, layout.asr_delay, layout.frame_rate), columns,
+                       TEXT_PAD_ID, c)
+    else:
+        plan = _extend(continuation(codes, c), columns, c.text_start_id, c)
+    return plan[:, :columns].copy()
