@@ -1,0 +1,131 @@
+"""python benchmarks/voice_conversion.py --checkpoint RUN --data data/corpus [--pairs 20]
+    [--prompt-seconds 6] [--out reports/convert]
+
+Voice conversion (`voxlm convert`) measured as the default-model issue asks: is the content kept
+(Whisper tiny.en WER of the converted speech against the source's own WER), and does it sound like
+the target (Resemblyzer similarity to the target voice above similarity to the source voice)?
+
+Pairs: each source is an item of split test (voices never trained on), 2 to 12 s; its target is
+an item of split train in another voice, and the similarity to the target is taken against a
+*different* item of that voice (not the prompt the model heard), so copying the prompt scores no
+better than speaking in its voice. Systems, on the same sources in the same run:
+  - source: the original recording;
+  - codec: the source through the codec (every codebook: the content and voice the LM starts from);
+  - converted: `convert_voice` with the target's first --prompt-seconds as the voice prompt.
+Writes OUT/results.json and OUT/report.md, and prints the table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from voxlm.audio import load_audio  # noqa: E402
+from voxlm.codec.files import decode_codes, encode_audio  # noqa: E402
+from voxlm.convert import convert_voice  # noqa: E402
+from voxlm.data import read_manifest  # noqa: E402
+from voxlm.eval.metrics import Judges, word_errors  # noqa: E402
+from voxlm.lm.generate import SamplingOptions  # noqa: E402
+from voxlm.lm.speech import load_speech_lm  # noqa: E402
+
+
+def pick_pairs(rows: list, count: int, seed: int) -> list:
+    """[(source row, prompt row, other row of the prompt's voice)]."""
+    rng = random.Random(seed)
+    by_voice = defaultdict(list)
+    for row in rows:
+        if row["split"] == "train" and row["duration"] >= 3.0:
+            by_voice[row["speaker"]].append(row)
+    voices = sorted(v for v, items in by_voice.items() if len(items) >= 2)
+    sources = [r for r in rows if r["split"] == "test" and 2.0 <= r["duration"] <= 12.0]
+    rng.shuffle(sources)
+    if not voices or not sources:
+        raise SystemExit("need split-test items of 2-12 s and two train items per target voice; "
+                         "make a corpus with `voxlm synth corpus`")
+    pairs = []
+    for source in sources[:count]:
+        voice = rng.choice([v for v in voices if v != source["speaker"]] or voices)
+        prompt, other = rng.sample(by_voice[voice], 2)
+        pairs.append((source, prompt, other))
+    return pairs
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="speech LM run folder or model file")
+    parser.add_argument("--data", required=True, type=Path, help="corpus folder (manifest.jsonl)")
+    parser.add_argument("--pairs", type=int, default=20)
+    parser.add_argument("--prompt-seconds", type=float, default=6.0)
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("reports/convert"))
+    args = parser.parse_args()
+
+    model = load_speech_lm(args.checkpoint)
+    codec = model.codec()
+    judges = Judges(threads=2)
+    rows = read_manifest(args.data / "manifest.jsonl")
+    sampling = SamplingOptions(temperature=args.temperature, top_k=50)
+    results, began = [], time.time()
+    for k, (source, prompt, other) in enumerate(pick_pairs(rows, args.pairs, args.seed)):
+        audio = load_audio(args.data / source["audio"])
+        target = load_audio(args.data / prompt["audio"])
+        reference_voice = load_audio(args.data / other["audio"])
+        codes = encode_audio(codec, audio)
+        systems = {"source": audio, "codec": decode_codes(codec, codes)[:len(audio)],
+                   "converted": convert_voice(model.lm, codec, audio, target, sampling, model.layout,
+                                              args.prompt_seconds, seed=args.seed + k).audio}
+        voice_emb, source_emb = (judges.speaker_embedding(reference_voice),
+                                 judges.speaker_embedding(audio))
+        entry = {"id": source["id"], "source_voice": source["speaker"],
+                 "target_voice": prompt["speaker"], "text": source["text"]}
+        for name, wav in systems.items():
+            hyp, errors, words = judges.word_errors(wav, source["text"])
+            entry[name] = {"transcript": hyp, "errors": errors, "words": words,
+                           "sim_target": judges.speaker_similarity(None, wav, voice_emb),
+                           "sim_source": judges.speaker_similarity(None, wav, source_emb)}
+        results.append(entry)
+        c = entry["converted"]
+        print(f"{k + 1}/{args.pairs} {source['id']} -> {prompt['speaker']}: WER "
+              f"{c['errors']}/{c['words']}, sim target {c['sim_target']:.3f} source "
+              f"{c['sim_source']:.3f}", flush=True)
+    summary = {}
+    for name in ("source", "codec", "converted"):
+        errors = sum(e[name]["errors"] for e in results)
+        words = sum(e[name]["words"] for e in results)
+        target = [e[name]["sim_target"] for e in results if not math.isnan(e[name]["sim_target"])]
+        source = [e[name]["sim_source"] for e in results if not math.isnan(e[name]["sim_source"])]
+        closer = [e[name]["sim_target"] > e[name]["sim_source"] for e in results]
+        summary[name] = {"wer": errors / max(words, 1), "sim_target": float(np.mean(target)),
+                         "sim_source": float(np.mean(source)),
+                         "closer_to_target": sum(closer) / len(closer)}
+    ratio = summary["converted"]["wer"] / max(summary["source"]["wer"], 1e-9)
+    lines = [f"Voice conversion, {len(results)} pairs (sources: split test of {args.data}; "
+             f"targets: other voices of split train), prompt {args.prompt_seconds:g} s, "
+             f"checkpoint {args.checkpoint}, {time.time() - began:.0f} s.", "",
+             "| system | WER | similarity to target voice | similarity to source voice | "
+             "closer to target |", "|---|---|---|---|---|"]
+    for name, s in summary.items():
+        lines.append(f"| {name} | {100 * s['wer']:.1f}% | {s['sim_target']:.3f} | "
+                     f"{s['sim_source']:.3f} | {100 * s['closer_to_target']:.0f}% |")
+    lines += ["", f"Converted WER / source WER: {ratio:.2f} (bar: 1.5 at most); converted "
+              f"similarity to the target {summary['converted']['sim_target']:.3f} against the "
+              f"source {summary['converted']['sim_source']:.3f} (bar: above)."]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps({"summary": summary, "wer_ratio": ratio,
+                                                       "pairs": results}, indent=1))
+    (args.out / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
