@@ -239,7 +239,8 @@ def test_cli_tts_asr_continue_end_to_end(files):
     root, run = files["root"], files["run"]
     spoken = root / "tts.wav"
     result = _voxlm("tts", TEXT, "-o", spoken, "--checkpoint", run, "--seed", "2",
-                    "--temperature", "0.9", "--top-k", "20", "--top-p", "0.95")
+                    "--temperature", "0.9", "--top-k", "20", "--top-p", "0.95",
+                    "--text-temperature", "0.3", "--text-top-k", "5")
     assert result.returncode == 0, result.stderr
     assert spoken.exists() and "wrote" in result.stdout
     assert len(load_audio(spoken)) >= sum(1 + len(w) for w in tokenize_words(
@@ -304,6 +305,8 @@ LM_CLI_ERRORS = {  # id: (arguments, words in the one-line error)
                                  ["--temperature -1.0", "pass 0 (greedy) or more"]),
     "tts-top-p-above-one": (("tts", "hi", "-o", "{out}/x.wav", "--top-p", "2", *RUN),
                             ["--top-p 2.0", "probability in 0..1"]),
+    "tts-text-temperature-negative": (("tts", "hi", "-o", "{out}/x.wav", "--text-temperature", "-1",
+                                       *RUN), ["--text-temperature -1.0", "pass 0 (greedy) or more"]),
     "tts-top-k-negative": (("tts", "hi", "-o", "{out}/x.wav", "--top-k", "-3", *RUN),
                            ["--top-k -3", "0 (all) or more"]),
     "asr-not-audio": (("asr", "{out}/text.wav", *RUN), ["not a readable audio file", "pass one of"]),

@@ -212,6 +212,9 @@ def sampling_flags(p):
                    help="audio sampling temperature (0: greedy)")
     p.add_argument("--top-k", type=int, default=250, help="sample among the k likeliest codes (0: all)")
     p.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling mass (0: off)")
+    p.add_argument("--text-temperature", type=float, default=0.7,
+                   help="text-token sampling temperature (0: greedy)")
+    p.add_argument("--text-top-k", type=int, default=25, help="sample text among the k likeliest ids")
 
 
 def _add_speech(top, add):

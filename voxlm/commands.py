@@ -241,7 +241,8 @@ def cmd_lm_export(args):
 def _sampling(args):
     from .lm.generate import SamplingOptions
 
-    return SamplingOptions(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    return SamplingOptions(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                           text_temperature=args.text_temperature, text_top_k=args.text_top_k)
 
 
 def _check_output(path: Path):
