@@ -39,12 +39,15 @@ def test_baselines_keep_length_and_codec2_degrades_but_preserves(speech):
 
 
 def test_codec_delay_is_compensated(speech):
-    audio = speech[0][0]
-    for name in ("codec2-1300", "speex-wb-q1"):
+    # every fixture sentence at once: Codec2 is parametric, so the delay estimate of one short
+    # eSpeak sentence (which eSpeak does not render identically twice) spreads over 15.5-21.5 ms
+    # around its 19.5 ms; Speex keeps the waveform and lands within a sample or two
+    audio = np.concatenate([a for a, _ in speech])
+    for name, tolerance in (("codec2-1300", 5.0), ("speex-wb-q1", 3.0)):
         fn = B.BASELINES[name][1]
         raw = fn.func(audio, **fn.keywords, align=False)
-        assert abs(B.measure_delay(audio, raw, max_ms=40) - B.DELAY_MS[name]) <= 3.0, name
-        assert B.measure_delay(audio, fn(audio), max_ms=10) <= 3.0, name
+        assert abs(B.measure_delay(audio, raw, max_ms=40) - B.DELAY_MS[name]) <= tolerance, name
+        assert B.measure_delay(audio, fn(audio), max_ms=10) <= tolerance, name
 
 
 def test_missing_codec_tool_names_the_debian_package(monkeypatch):
