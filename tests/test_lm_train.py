@@ -357,6 +357,24 @@ def test_init_fine_tunes_from_a_run(tokens, tmp_path):
         LMTrainConfig(init="x", warm_start="gguf")
 
 
+def test_init_duplex_from_a_speech_run_copies_its_audio_tables_to_the_user(tokens,
+                                                                           dialogue_tokens,
+                                                                           tmp_path):
+    Trainer(task(tokens), TrainConfig(steps=2, warmup=1, save_every=100, seed=0), tmp_path / "a",
+            progress=False).run()
+    source = load_lm(tmp_path / "a")
+    n_q = source.config.n_q
+    tuned = Trainer(task(dialogue_tokens, mode="duplex", lr=1e-9, init=str(tmp_path / "a")),
+                    TrainConfig(steps=1, warmup=1, save_every=100, seed=0), tmp_path / "b",
+                    progress=False)
+    tuned.run()
+    emb = load_lm(tmp_path / "b").audio_emb.detach()
+    theirs = source.audio_emb.detach()
+    assert (emb[:n_q] - theirs[:n_q]).abs().max() < 1e-5
+    assert (emb[n_q:] - theirs[:n_q]).abs().max() < 1e-5  # user tables = its model-audio tables
+    assert (theirs[n_q:] - theirs[:n_q]).abs().max() > 0.01  # which they were not before
+
+
 def test_resume_after_kill_reproduces_the_run(tokens, tmp_path):
     config = TrainConfig(steps=6, warmup=2, save_every=3, log_every=1, seed=3)
     whole = Trainer(task(tokens, "interleave"), config, tmp_path / "whole", progress=False)

@@ -190,7 +190,8 @@ def _add_lm(top, add):
     p.add_argument("--init", type=Path, metavar="RUN|MODEL",
                    help="start from this run's (or model file's) weights and config, with a fresh "
                         "optimizer and schedule: fine-tuning; its tokenizer and codec must be the "
-                        "tokens' (--config is ignored)")
+                        "tokens' (--config is ignored). A speech run into --mode duplex: its "
+                        "model-audio tables also start the user-audio ones")
     p.add_argument("--shape-only", action="store_true",
                    help="with --warm-start: its shape and vocabulary, random weights (the "
                         "baseline a warm start is compared with)")

@@ -179,6 +179,14 @@ class LMTask:
         self.model_config = config
         lm = LM(config)
         lm.load_state_dict({k: v.float() for k, v in source.lm.state_dict().items()})
+        if (config.user_audio and self.config.layout.mode == "duplex"
+                and source.layout.mode != "duplex"):
+            # the source never heard a user: its user-audio tables hold only "not started". Start
+            # them as copies of its model-audio tables, so speech the user says enters the
+            # temporal transformer as the same codes did in training (an ASR-trained model's
+            # reading of speech carries over to the user's channel)
+            with torch.no_grad():
+                lm.audio_emb[config.n_q:] = lm.audio_emb[:config.n_q]
         return lm
 
     def _warm_lm(self) -> LM:
