@@ -18,10 +18,8 @@ import numpy as np
 
 from .errors import VoxlmError
 from .lm.generate import LMGen, SamplingOptions
-from .lm.model import TEXT_PAD_ID
-from .lm.speech import (SAMPLE, Generation, SpeechLayout, _encode, _extend, _run_plan, _seed,
-                        check_codec)
-from .lm.streams import SPEECH, Segment, aligned, continuation, interleave
+from .lm.speech import (SAMPLE, Generation, SpeechLayout, _encode, _run_plan, _seed, check_codec,
+                        speech_plan)
 
 MAX_PROMPT_SECONDS = 20.0  # the target prompt is cut to its first seconds (context budget)
 
@@ -50,7 +48,7 @@ def convert_voice(lm, codec, source: np.ndarray, target: np.ndarray,
                          f"leaves {seconds:.1f} s after the voice prompt",
                          "cut the source into shorter pieces, or pass a shorter --prompt-seconds")
     codes = np.concatenate([prompt, content], axis=1)  # [n_q, Tt + Ts]
-    plan = _plan(codes, c, layout)
+    plan = speech_plan(codes, 1 + tt + ts + max(c.delays), layout, c)  # aligned: text sampled
     for k, delay in enumerate(c.delays[2:1 + c.n_q], start=1):  # acoustic codebooks of the source
         plan[1 + k, 1 + tt + delay:1 + tt + ts + delay] = SAMPLE
     _seed(seed)
@@ -58,16 +56,3 @@ def convert_voice(lm, codec, source: np.ndarray, target: np.ndarray,
     hop = codec.config.hop  # samples per codec frame
     return Generation(audio[tt * hop:(tt + ts) * hop], frames, "")
 
-
-def _plan(codes: np.ndarray, c, layout: SpeechLayout) -> np.ndarray:
-    """The layout's frames [S, 1 + T + d] for speech codes [n_q, T], text rows as in training
-    for speech without words."""
-    columns = 1 + codes.shape[1] + max(c.delays)
-    if layout.mode == "interleave":  # one speech span: the text row holds pads
-        plan = _extend(interleave([Segment(SPEECH, codes=codes)], c), columns, TEXT_PAD_ID, c)
-    elif layout.mode == "aligned":  # speech without words: text pads (the ASR direction's start)
-        plan = _extend(aligned(codes, [], [], c, layout.asr_delay, layout.frame_rate), columns,
-                       TEXT_PAD_ID, c)
-    else:
-        plan = _extend(continuation(codes, c), columns, c.text_start_id, c)
-    return plan[:, :columns].copy()

@@ -197,21 +197,30 @@ def continue_speech(lm: LM, codec, audio: np.ndarray, seconds: float,
     codes = _encode(codec, audio, c)  # [n_q, T]
     length, new = codes.shape[1], int(round(seconds * layout.frame_rate))
     columns = 1 + length + new + max(c.delays)  # start frame, audio frames, acoustic delay
-    if layout.mode == "interleave":  # one speech span: the text row holds pads
-        plan = _extend(interleave([Segment(SPEECH, codes=codes)], c), columns, TEXT_PAD_ID, c)
-    elif layout.mode == "aligned":  # the ASR direction: the model writes its text as it goes
-        plan = aligned(codes, [], [], c, layout.asr_delay, layout.frame_rate)
-        plan = _extend(plan, columns, SAMPLE, c)
-        plan[0, max(1, layout.asr_delay):] = SAMPLE
-    else:
-        plan = _extend(continuation(codes, c), columns, c.text_start_id, c)
-    plan = plan[:, :columns]
+    plan = speech_plan(codes, columns, layout, c)
     for k, delay in enumerate(c.delays[1:1 + c.n_q]):  # codebook k of frames T.. is sampled
         plan[1 + k, 1 + length + delay:] = SAMPLE
     _seed(seed)
     frames, out = _run_plan(LMGen(lm, sampling), codec, plan, audio_at=1)
     text = _words_text(frames, c, layout.asr_delay, tokenizer) if layout.mode == "aligned" else ""
     return Generation(out, frames, text)
+
+
+def speech_plan(codes: np.ndarray, columns: int, layout: SpeechLayout, config) -> np.ndarray:
+    """The plan [S, columns] of speech codes [n_q, T] with no words given, in the LM's layout:
+    continuation's frames; one interleave speech span (text pads); or aligned's ASR direction
+    (the model writes its text as it goes: SAMPLE from asr_delay on). Columns past the codes
+    hold "not started" audio for the caller to mark SAMPLE."""
+    c = config
+    if layout.mode == "interleave":
+        plan = _extend(interleave([Segment(SPEECH, codes=codes)], c), columns, TEXT_PAD_ID, c)
+    elif layout.mode == "aligned":
+        plan = _extend(aligned(codes, [], [], c, layout.asr_delay, layout.frame_rate), columns,
+                       SAMPLE, c)
+        plan[0, max(1, layout.asr_delay):] = SAMPLE
+    else:
+        plan = _extend(continuation(codes, c), columns, c.text_start_id, c)
+    return plan[:, :columns]
 
 
 def synthesize(lm: LM, codec, tokenizer, text: str, sampling: SamplingOptions = SamplingOptions(),
