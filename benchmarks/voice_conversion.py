@@ -17,7 +17,6 @@ Writes OUT/results.json and OUT/report.md, and prints the table.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import sys
@@ -32,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from voxlm.audio import load_audio  # noqa: E402
 from voxlm.codec.files import decode_codes, encode_audio  # noqa: E402
 from voxlm.convert import convert_voice  # noqa: E402
-from voxlm.data import read_manifest  # noqa: E402
-from voxlm.eval.metrics import Judges, word_errors  # noqa: E402
+from voxlm.data import read_manifest, strict_json, write_atomic, write_json  # noqa: E402
+from voxlm.eval.metrics import Judges  # noqa: E402
 from voxlm.lm.generate import SamplingOptions  # noqa: E402
 from voxlm.lm.speech import load_speech_lm  # noqa: E402
 
@@ -108,7 +107,8 @@ def main():
         summary[name] = {"wer": errors / max(words, 1), "sim_target": float(np.mean(target)),
                          "sim_source": float(np.mean(source)),
                          "closer_to_target": sum(closer) / len(closer)}
-    ratio = summary["converted"]["wer"] / max(summary["source"]["wer"], 1e-9)
+    source_wer = summary["source"]["wer"]
+    ratio = summary["converted"]["wer"] / source_wer if source_wer else None  # None: source 0%
     lines = [f"Voice conversion, {len(results)} pairs (sources: split test of {args.data}; "
              f"targets: other voices of split train), prompt {args.prompt_seconds:g} s, "
              f"checkpoint {args.checkpoint}, {time.time() - began:.0f} s.", "",
@@ -117,13 +117,13 @@ def main():
     for name, s in summary.items():
         lines.append(f"| {name} | {100 * s['wer']:.1f}% | {s['sim_target']:.3f} | "
                      f"{s['sim_source']:.3f} | {100 * s['closer_to_target']:.0f}% |")
-    lines += ["", f"Converted WER / source WER: {ratio:.2f} (bar: 1.5 at most); converted "
+    shown = f"{ratio:.2f}" if ratio is not None else "undefined (source WER 0%)"
+    lines += ["", f"Converted WER / source WER: {shown} (bar: 1.5 at most); converted "
               f"similarity to the target {summary['converted']['sim_target']:.3f} against the "
               f"source {summary['converted']['sim_source']:.3f} (bar: above)."]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"summary": summary, "wer_ratio": ratio,
-                                                       "pairs": results}, indent=1))
-    (args.out / "report.md").write_text("\n".join(lines) + "\n")
+    write_json(args.out / "results.json",  # NaN similarities (near-silent audio) -> null
+               strict_json({"summary": summary, "wer_ratio": ratio, "pairs": results}))
+    write_atomic(args.out / "report.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
