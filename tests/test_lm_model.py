@@ -147,6 +147,24 @@ def test_int8_generation_is_close():
     assert (step.text_logits - ref.text_logits[:, 4]).abs().max() < 0.1 * scale
 
 
+def test_dropout_acts_in_training_only():
+    """With dropout, training forwards differ from one another; in eval mode the model equals
+    the same weights built without dropout (streaming included), so shipped files are unchanged."""
+    lm, plain = tiny_lm(dropout=0.3), tiny_lm()
+    assert lm.state_dict().keys() == plain.state_dict().keys()
+    plain.load_state_dict(lm.state_dict())
+    tokens = random_tokens(lm.config, 2, 8)
+    with torch.no_grad():
+        assert torch.equal(lm(tokens).audio_logits, plain(tokens).audio_logits)
+        lm.train()
+        a, b = lm(tokens).audio_logits, lm(tokens).audio_logits
+        assert (a - b).abs().max() > 1e-3
+        lm.eval()
+        with lm.streaming(2):
+            steps = torch.cat([lm.hidden(tokens[:, :, t:t + 1]) for t in range(8)], dim=1)
+        assert (steps - plain.hidden(tokens)).abs().max() < 1e-4
+
+
 def test_loss_shift_and_padding():
     lm = tiny_lm()
     c = lm.config

@@ -337,6 +337,14 @@ def test_init_fine_tunes_from_a_run(tokens, tmp_path):
                     progress=False)
     tuned.run()
     assert tuned.task.model_config == source.config
+    regularised = Trainer(task(tokens, lr=1e-9, init=str(tmp_path / "a"), dropout=0.2),
+                          TrainConfig(steps=1, warmup=1, save_every=100, seed=5), tmp_path / "r",
+                          progress=False)
+    regularised.run()  # --dropout replaces the source's, and is saved with the run
+    assert regularised.task.model_config == replace(source.config, dropout=0.2)
+    assert load_lm(tmp_path / "r").config.dropout == 0.2
+    with pytest.raises(VoxlmError, match="--dropout"):
+        LMTrainConfig(dropout=1.0)
     ours, theirs = load_lm(tmp_path / "b").state_dict(), source.state_dict()
     assert ours.keys() == theirs.keys()
     assert max((ours[k] - theirs[k]).abs().max().item() for k in ours) < 1e-5

@@ -161,6 +161,9 @@ def _add_lm(top, add):
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: steps/10, <= 500)")
     p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW decay of matrices")
     p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="dropout of the temporal transformer's input and residual branches in "
+                        "training, against overfitting a small corpus (with --init: replaces its)")
     p.add_argument("--text-weight", type=float, default=1.0,
                    help="weight of the text loss against the audio loss")
     p.add_argument("--semantic-weight", type=float, default=1.0,

@@ -214,7 +214,7 @@ def cmd_lm_train(args):
                            layout=layout, warm_start=args.warm_start or "",
                            warm_weights=not args.shape_only, init=str(args.init or ""),
                            valid_every=args.valid_every,
-                           valid_limit=args.valid_limit)
+                           valid_limit=args.valid_limit, dropout=args.dropout)
     _train("lm", LMTask(args.data, lm_config(args.config), config, progress=not args.quiet),
            args, warmup=args.warmup, bf16=args.bf16, fsdp=args.fsdp)
 

@@ -65,6 +65,7 @@ class LMConfig:
     # temporal layers laid out like a pretrained text LM's (`warmstart.py`); defaults: voxlm's
     temporal_block: BlockConfig = field(default_factory=BlockConfig)
     text_scale: float = 1.0  # the text embedding is multiplied by this (Gemma: sqrt(dim))
+    dropout: float = 0.0  # temporal input and residual-branch dropout in training (nanoGPT's)
 
     def __post_init__(self):
         if isinstance(self.temporal_block, dict):  # as stored in a checkpoint's JSON
@@ -128,8 +129,9 @@ class LM(StreamingModule):
             nn.init.normal_(weight, std=1 / math.sqrt(c.n_streams))
         self.register_buffer("audio_offsets", torch.arange(n_audio) * (c.card + 1),
                              persistent=False)  # [A]: row of each stream's table in the stack
+        self.input_dropout = nn.Dropout(c.dropout)
         self.temporal = Transformer(c.dim, c.layers, c.heads, c.context, c.ff_mult,
-                                    options=c.temporal_block)
+                                    options=c.temporal_block, dropout=c.dropout)
         # depth: shared input projection, per-position input embeddings and output heads
         self.depth_in = nn.Linear(c.dim, c.depth_dim, bias=False)
         self.depth_text_emb = nn.Embedding(c.text_card + 1, c.depth_dim)  # input of position 1
@@ -157,7 +159,7 @@ class LM(StreamingModule):
     def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [B, S, T] -> h [B, T, dim]; streams through the KV cache when streaming."""
         self._check(tokens)
-        return self.temporal(self.embed(tokens))
+        return self.temporal(self.input_dropout(self.embed(tokens)))
 
     def forward(self, tokens: torch.Tensor) -> LMOutput:
         """Teacher-forced logits for the model tokens of the next frame. tokens [B, S, T]."""

@@ -61,6 +61,7 @@ class LMTrainConfig:
     init: str = ""  # a run folder or LM file to start from (fine-tuning); "": fresh weights
     valid_every: int = 0  # held-out loss every N steps and at the last (0: none)
     valid_limit: int = 50  # streams of split valid it is computed on
+    dropout: float = 0.0  # the LM's dropout in training (LMConfig.dropout; replaces --init's)
 
     def __post_init__(self):
         """Bad values fail here, named by their `voxlm lm train` flags, before any data loads
@@ -78,7 +79,9 @@ class LMTrainConfig:
                 ("--valid-every", self.valid_every, self.valid_every >= 0,
                  "pass a number of steps, or 0 for no validation"),
                 ("--valid-limit", self.valid_limit, self.valid_limit >= 1,
-                 "pass 1 or more streams, e.g. 50")):
+                 "pass 1 or more streams, e.g. 50"),
+                ("--dropout", self.dropout, 0 <= self.dropout < 1,
+                 "pass a probability from 0 up to 1, e.g. 0.1")):
             if not ok:
                 raise VoxlmError(f"{flag} {value}", fix)
         if self.init and self.warm_start:
@@ -121,7 +124,8 @@ class LMTask:
         if config.valid_every and not any(r["split"] == "valid" for r in self.shards.items):
             raise VoxlmError(f"tokens in {self.shards.folder} have no items in split valid",
                              "tokenize a corpus with held-out voices, or drop --valid-every")
-        self.model_config = config_for_shards(model_config, self.shards)
+        self.model_config = replace(config_for_shards(model_config, self.shards),
+                                    dropout=config.dropout)
         self.config, self.progress = config, progress
 
     # ---- the interface the Trainer uses ----
@@ -172,7 +176,7 @@ class LMTask:
                                  f"the tokens in {self.shards.folder}",
                                  f"tokenize with its {what} (`voxlm lm tokenize --tokenizer "
                                  f"RUN/tokenizer.model`, the same --codec)")
-        config = source.lm.config
+        config = replace(source.lm.config, dropout=self.config.dropout)
         if config.n_q > self.shards.n_q:
             raise VoxlmError(f"--init {self.config.init} predicts {config.n_q} codebooks, the tokens "
                              f"have {self.shards.n_q}", "tokenize with its codec")

@@ -233,9 +233,10 @@ class Block(StreamingModule):
     the residual add (Gemma). x [B, T, D] -> [B, T, D]."""
 
     def __init__(self, dim: int, heads: int, context: int, ff_mult: int = 4, rope: bool = True,
-                 options: BlockConfig | None = None, local: bool = False):
+                 options: BlockConfig | None = None, local: bool = False, dropout: float = 0.0):
         super().__init__()
         o = options or BlockConfig()
+        self.dropout = nn.Dropout(dropout)  # on each branch before the residual add (training)
         self.attn_norm, self.ff_norm = RMSNorm(dim, o.norm_eps), RMSNorm(dim, o.norm_eps)
         self.attn = Attention(dim, heads, min(context, o.sliding_window) if local else context,
                               rope, o.kv_heads, o.head_dim, o.qk_norm,
@@ -251,23 +252,25 @@ class Block(StreamingModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.attn(self.attn_norm(x))
-        x = x + (y if self.attn_post_norm is None else self.attn_post_norm(y))
+        x = x + self.dropout(y if self.attn_post_norm is None else self.attn_post_norm(y))
         gate, value = self.ff_in(self.ff_norm(x)).chunk(2, dim=-1)
         y = self.ff_out(self.activation(gate) * value)
-        return x + (y if self.ff_post_norm is None else self.ff_post_norm(y))
+        return x + self.dropout(y if self.ff_post_norm is None else self.ff_post_norm(y))
 
 
 class Transformer(StreamingModule):
     """A stack of causal blocks with a final norm. x [B, T, D] -> [B, T, D]. Without `rope`,
     positions are known only from the inputs (the LM's depth transformer: one table per position).
-    `options` (BlockConfig) sets the layout of every block and which layers are local.
+    `options` (BlockConfig) sets the layout of every block and which layers are local;
+    `dropout` drops out each block's branches in training mode (nanoGPT's residual dropout).
     """
 
     def __init__(self, dim: int, layers: int, heads: int, context: int, ff_mult: int = 4,
-                 rope: bool = True, options: BlockConfig | None = None):
+                 rope: bool = True, options: BlockConfig | None = None, dropout: float = 0.0):
         super().__init__()
         o = options or BlockConfig()
-        self.blocks = nn.ModuleList(Block(dim, heads, context, ff_mult, rope, o, o.is_local(i))
+        self.blocks = nn.ModuleList(Block(dim, heads, context, ff_mult, rope, o, o.is_local(i),
+                                          dropout)
                                     for i in range(layers))
         self.norm = RMSNorm(dim, o.norm_eps)
 
