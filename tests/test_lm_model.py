@@ -224,6 +224,29 @@ def test_save_load_round_trip(tmp_path):
     assert torch.equal(loaded(tokens).audio_logits, lm(tokens).audio_logits)
 
 
+def test_int4_file_is_half_of_int8_and_close(tmp_path):
+    """int4 groups: exact on weights already on their grid, about half the bytes of int8 on a
+    real model, logits close to the float model's (`voxlm lm export --int4`)."""
+    from safetensors import safe_open
+
+    from voxlm.checkpoint import INT4_GROUP, dequantize_int4, quantize_int4
+
+    grid = torch.randint(-7, 8, (3, 2 * INT4_GROUP)).float()
+    grid[:, 0], grid[:, INT4_GROUP] = 7, -7  # every group's largest weight sets its scale
+    scaled = grid * torch.tensor([[0.5], [1.0], [2.0]])
+    assert torch.equal(dequantize_int4(*quantize_int4(scaled)), scaled)
+    lm = tiny_lm(dim=64, depth_dim=64, card=256)
+    int8 = save_lm(tmp_path / "int8.safetensors", lm, dtype=torch.float16, int8=True)
+    int4 = save_lm(tmp_path / "int4.safetensors", lm, dtype=torch.float16, int4=True)
+    assert int4.stat().st_size < 0.65 * int8.stat().st_size
+    with safe_open(str(int4), framework="pt") as handle:
+        assert any(name.endswith(".int4") for name in handle.keys())
+    tokens = random_tokens(lm.config, 2, 8)
+    ref = lm(tokens).audio_logits
+    for path, tolerance in ((int8, 0.03), (int4, 0.25)):
+        assert (load_lm(path)(tokens).audio_logits - ref).abs().max() < tolerance * ref.abs().max()
+
+
 def test_ring_buffer_steps_after_wrap_and_rope_table():
     torch.manual_seed(0)
     transformer = Transformer(16, 2, 2, context=4)

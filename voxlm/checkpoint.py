@@ -59,13 +59,38 @@ def quantize_int8(tensor: torch.Tensor) -> tuple:
     return q, scale.half()
 
 
+INT4_SUFFIX, INT4_SCALE_SUFFIX = ".int4", ".int4_scale"
+INT4_GROUP = 32  # weights sharing one scale, along the last dimension
+
+
+def quantize_int4(tensor: torch.Tensor) -> tuple:
+    """Symmetric int4 in groups of INT4_GROUP along the last dimension (which it must divide),
+    two weights per byte: [..., n] -> (uint8 [..., n / 2], fp16 scale [..., n / INT4_GROUP])."""
+    *lead, n = tensor.shape
+    groups = tensor.float().reshape(*lead, n // INT4_GROUP, INT4_GROUP)
+    scale = groups.abs().amax(dim=-1, keepdim=True).clamp(min=1e-8) / 7.0
+    q = (torch.round(groups / scale).clamp(-8, 7) + 8).to(torch.uint8).reshape(*lead, n)
+    return q[..., 0::2] | (q[..., 1::2] << 4), scale.squeeze(-1).half()
+
+
+def dequantize_int4(packed: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The float tensor [..., n] of `quantize_int4`'s (packed [..., n / 2], scale)."""
+    q = torch.stack([packed & 15, packed >> 4], dim=-1).flatten(-2).float() - 8  # [..., n]
+    groups = q.reshape(*q.shape[:-1], -1, INT4_GROUP) * scale.float()[..., None]
+    return groups.reshape(q.shape)
+
+
 def dequantize_int8(tensors: dict) -> dict:
-    """Replace every name.int8 / name.int8_scale pair by the float tensor `name`."""
+    """Replace every name.int8 / name.int8_scale pair (and name.int4 / name.int4_scale) by the
+    float tensor `name`."""
     out = {}
     for name, tensor in tensors.items():
-        if name.endswith(SCALE_SUFFIX):
+        if name.endswith(SCALE_SUFFIX) or name.endswith(INT4_SCALE_SUFFIX):
             continue
-        if name.endswith(INT8_SUFFIX):
+        if name.endswith(INT4_SUFFIX):
+            base = name[: -len(INT4_SUFFIX)]
+            out[base] = dequantize_int4(tensor, tensors[base + INT4_SCALE_SUFFIX])
+        elif name.endswith(INT8_SUFFIX):
             base = name[: -len(INT8_SUFFIX)]
             scale = tensors[base + SCALE_SUFFIX].float()
             out[base] = (tensor.float().reshape(tensor.shape[0], -1) * scale).reshape(tensor.shape)
@@ -75,17 +100,22 @@ def dequantize_int8(tensors: dict) -> dict:
 
 
 def save_model(path, kind: str, config, state_dict: dict, dtype: torch.dtype | None = None,
-               extra: dict | None = None, int8: bool = False) -> Path:
+               extra: dict | None = None, int8: bool = False, int4: bool = False) -> Path:
     """Write weights atomically. Float tensors are cast to `dtype` when given (e.g. fp16);
     with `int8`, weight matrices of INT8_MIN_SIZE or more elements are stored as int8 with a
-    per-row scale (4x smaller than fp32) and dequantised on load."""
+    per-row scale (4x smaller than fp32) and dequantised on load; with `int4`, those whose last
+    dimension INT4_GROUP divides are stored as int4 in groups (7x smaller), the rest as int8."""
     from safetensors.torch import save_file
 
     path = Path(path)
     tensors = {}
     for name, tensor in state_dict.items():
         tensor = tensor.detach().cpu()
-        if int8 and tensor.is_floating_point() and tensor.ndim >= 2 and tensor.numel() >= INT8_MIN_SIZE:
+        matrix = tensor.is_floating_point() and tensor.ndim >= 2 and tensor.numel() >= INT8_MIN_SIZE
+        if int4 and matrix and tensor.shape[-1] % INT4_GROUP == 0:
+            tensors[name + INT4_SUFFIX], tensors[name + INT4_SCALE_SUFFIX] = quantize_int4(tensor)
+            continue
+        if (int8 or int4) and matrix:
             tensors[name + INT8_SUFFIX], tensors[name + SCALE_SUFFIX] = quantize_int8(tensor)
             continue
         if dtype is not None and tensor.is_floating_point():

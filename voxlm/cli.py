@@ -207,6 +207,9 @@ def _add_lm(top, add):
     p.add_argument("output", type=Path, help="model file (.safetensors); the tokenizer goes "
                                              "beside it as <name>.tokenizer.model")
     p.add_argument("--int8", action="store_true", help="int8 weight matrices with per-row scales")
+    p.add_argument("--int4", action="store_true",
+                   help="int4 weight matrices with a scale per 32 weights (about half of --int8's "
+                        "bytes; matrices whose last dimension 32 does not divide stay int8)")
     p.add_argument("--curve", type=Path, help="also plot the run's training curve to this PNG")
 
 

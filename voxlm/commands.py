@@ -229,7 +229,8 @@ def cmd_lm_export(args):
 
     speech = load_speech_lm(args.run)
     tokenizer = speech.tokenizer()  # checked against the one the LM was trained with
-    path = save_lm(args.output, speech.lm, dtype=torch.float16, int8=args.int8, extra=speech.extra)
+    path = save_lm(args.output, speech.lm, dtype=torch.float16, int8=args.int8, extra=speech.extra,
+                   int4=args.int4)
     beside = args.output.with_suffix(".tokenizer.model")
     write_atomic(beside, tokenizer.model_proto)
     print(f"wrote {path}: {path.stat().st_size / 1e6:.1f} MB, and {beside.name}")

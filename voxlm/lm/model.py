@@ -225,11 +225,13 @@ def lm_loss(output: LMOutput, tokens: torch.Tensor) -> dict:
             "total": text + audio}
 
 
-def save_lm(path, lm: LM, dtype: torch.dtype | None = None, int8: bool = False, extra=None):
+def save_lm(path, lm: LM, dtype: torch.dtype | None = None, int8: bool = False, extra=None,
+            int4: bool = False):
     """Write an LM model file (safetensors + its LMConfig)."""
     from ..checkpoint import save_model
 
-    return save_model(path, "lm", lm.config, lm.state_dict(), dtype=dtype, extra=extra, int8=int8)
+    return save_model(path, "lm", lm.config, lm.state_dict(), dtype=dtype, extra=extra, int8=int8,
+                      int4=int4)
 
 
 def load_lm(path, device: str = "cpu") -> LM:
