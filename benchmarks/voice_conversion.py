@@ -1,5 +1,5 @@
 """python benchmarks/voice_conversion.py --checkpoint RUN --data data/corpus [--pairs 20]
-    [--prompt-seconds 6] [--out reports/convert]
+    [--prompt-seconds 6] [--keep 1,2] [--out reports/convert]
 
 Voice conversion (`voxlm convert`) measured as the default-model issue asks: is the content kept
 (Whisper tiny.en WER of the converted speech against the source's own WER), and does it sound like
@@ -11,7 +11,9 @@ an item of split train in another voice, and the similarity to the target is tak
 better than speaking in its voice. Systems, on the same sources in the same run:
   - source: the original recording;
   - codec: the source through the codec (every codebook: the content and voice the LM starts from);
-  - converted: `convert_voice` with the target's first --prompt-seconds as the voice prompt.
+  - codec, n_q codebooks: the same at the LM's codebooks only, the ceiling of what it can say;
+  - converted: `convert_voice` with the target's first --prompt-seconds as the voice prompt,
+    once per --keep K (the source's codebooks 1..K kept, the others generated).
 Writes OUT/results.json and OUT/report.md, and prints the table.
 """
 from __future__ import annotations
@@ -64,12 +66,18 @@ def main():
     parser.add_argument("--data", required=True, type=Path, help="corpus folder (manifest.jsonl)")
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--prompt-seconds", type=float, default=6.0)
+    parser.add_argument("--keep", default="1",
+                        help="comma-separated K: one converted system per number of source "
+                             "codebooks kept")
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("reports/convert"))
     args = parser.parse_args()
 
+    keeps = [int(k) for k in args.keep.split(",")]
+    converted = [f"converted, keep {k}" if len(keeps) > 1 else "converted" for k in keeps]
     model = load_speech_lm(args.checkpoint)
+    lm_codec = f"codec, {model.lm.config.n_q} codebooks"  # what the LM's output can carry
     codec = model.codec()
     judges = Judges(threads=2)
     rows = read_manifest(args.data / "manifest.jsonl")
@@ -81,8 +89,10 @@ def main():
         reference_voice = load_audio(args.data / other["audio"])
         codes = encode_audio(codec, audio)
         systems = {"source": audio, "codec": decode_codes(codec, codes)[:len(audio)],
-                   "converted": convert_voice(model.lm, codec, audio, target, sampling, model.layout,
-                                              args.prompt_seconds, seed=args.seed + k).audio}
+                   lm_codec: decode_codes(codec, codes[:model.lm.config.n_q])[:len(audio)]}
+        for name, keep in zip(converted, keeps):
+            systems[name] = convert_voice(model.lm, codec, audio, target, sampling, model.layout,
+                                          args.prompt_seconds, seed=args.seed + k, keep=keep).audio
         voice_emb, source_emb = (judges.speaker_embedding(reference_voice),
                                  judges.speaker_embedding(audio))
         entry = {"id": source["id"], "source_voice": source["speaker"],
@@ -93,12 +103,12 @@ def main():
                            "sim_target": judges.speaker_similarity(None, wav, voice_emb),
                            "sim_source": judges.speaker_similarity(None, wav, source_emb)}
         results.append(entry)
-        c = entry["converted"]
-        print(f"{k + 1}/{args.pairs} {source['id']} -> {prompt['speaker']}: WER "
-              f"{c['errors']}/{c['words']}, sim target {c['sim_target']:.3f} source "
-              f"{c['sim_source']:.3f}", flush=True)
+        print(f"{k + 1}/{args.pairs} {source['id']} -> {prompt['speaker']}: " + "; ".join(
+            f"{name} WER {entry[name]['errors']}/{entry[name]['words']}, sim target "
+            f"{entry[name]['sim_target']:.3f} source {entry[name]['sim_source']:.3f}"
+            for name in converted), flush=True)
     summary = {}
-    for name in ("source", "codec", "converted"):
+    for name in ("source", "codec", lm_codec, *converted):
         errors = sum(e[name]["errors"] for e in results)
         words = sum(e[name]["words"] for e in results)
         target = [e[name]["sim_target"] for e in results if not math.isnan(e[name]["sim_target"])]
@@ -108,7 +118,8 @@ def main():
                          "sim_source": float(np.mean(source)),
                          "closer_to_target": sum(closer) / len(closer)}
     source_wer = summary["source"]["wer"]
-    ratio = summary["converted"]["wer"] / source_wer if source_wer else None  # None: source 0%
+    ratios = {name: summary[name]["wer"] / source_wer if source_wer else None  # None: source 0%
+              for name in converted}
     lines = [f"Voice conversion, {len(results)} pairs (sources: split test of {args.data}; "
              f"targets: other voices of split train), prompt {args.prompt_seconds:g} s, "
              f"checkpoint {args.checkpoint}, {time.time() - began:.0f} s.", "",
@@ -117,12 +128,14 @@ def main():
     for name, s in summary.items():
         lines.append(f"| {name} | {100 * s['wer']:.1f}% | {s['sim_target']:.3f} | "
                      f"{s['sim_source']:.3f} | {100 * s['closer_to_target']:.0f}% |")
-    shown = f"{ratio:.2f}" if ratio is not None else "undefined (source WER 0%)"
-    lines += ["", f"Converted WER / source WER: {shown} (bar: 1.5 at most); converted "
-              f"similarity to the target {summary['converted']['sim_target']:.3f} against the "
-              f"source {summary['converted']['sim_source']:.3f} (bar: above)."]
+    lines.append("")
+    for name, ratio in ratios.items():
+        shown = f"{ratio:.2f}" if ratio is not None else "undefined (source WER 0%)"
+        lines.append(f"- {name}: WER / source WER {shown} (bar: 1.5 at most); similarity to the "
+                     f"target {summary[name]['sim_target']:.3f} against the source "
+                     f"{summary[name]['sim_source']:.3f} (bar: above).")
     write_json(args.out / "results.json",  # NaN similarities (near-silent audio) -> null
-               strict_json({"summary": summary, "wer_ratio": ratio, "pairs": results}))
+               strict_json({"summary": summary, "wer_ratio": ratios, "pairs": results}))
     write_atomic(args.out / "report.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

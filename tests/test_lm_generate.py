@@ -193,6 +193,14 @@ def test_convert_keeps_codebook_one_and_samples_the_acoustics(files, model, mode
     again = convert_voice(speech.lm, codec, source, target, layout=layout, prompt_seconds=0.4,
                           seed=3)
     np.testing.assert_array_equal(again.frames, out.frames)
+    kept = convert_voice(speech.lm, codec, source, target, layout=layout, prompt_seconds=0.4,
+                         seed=3, keep=2)  # the source's codebooks 1 and 2, the rest sampled
+    got = from_continuation(kept.frames, c) if mode == "continuation" else \
+        from_aligned(kept.frames, c, ASR_DELAY).codes
+    np.testing.assert_array_equal(got[:2, 5:13], content[:2])
+    assert (got[2:, 5:13] != content[2:]).any()
+    with pytest.raises(VoxlmError, match="keep 1 to 2"):
+        convert_voice(speech.lm, codec, source, target, layout=layout, keep=c.n_q)
     with pytest.raises(VoxlmError, match="context"):
         convert_voice(speech.lm, codec, audio, target, layout=layout, prompt_seconds=0.4)
     with pytest.raises(VoxlmError, match="one voice"):
@@ -321,6 +329,8 @@ LM_CLI_ERRORS = {  # id: (arguments, words in the one-line error)
     "convert-source-too-long": (("convert", "{wav}", "--voice", "{wav}", "-o", "{out}/c.wav",
                                  "--prompt-seconds", "0.4", *RUN),
                                 ["model's context", "shorter pieces"]),
+    "convert-keep-all": (("convert", "{wav}", "--voice", "{wav}", "-o", "{out}/c.wav",
+                          "--keep-codebooks", "0", *RUN), ["--keep-codebooks 0", "keep 1 to"]),
     "convert-voice-missing": (("convert", "{wav}", "--voice", "{out}/nobody.wav", "-o",
                                "{out}/c.wav", *RUN), ["nobody.wav"]),
     "lm-train-init-and-warm-start": (("lm", "train", "--data", "{out}", "--out", "{out}/r",

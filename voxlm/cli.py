@@ -257,6 +257,10 @@ def _add_speech(top, add):
     p.add_argument("-o", "--output", required=True, type=Path, help=".wav or .flac file")
     p.add_argument("--prompt-seconds", type=float, default=6.0,
                    help="seconds of the target voice the LM is prompted with")
+    p.add_argument("--keep-codebooks", type=int, default=1, metavar="K",
+                   help="the source's codebooks 1..K are kept, the rest generated in the target "
+                        "voice (1: only the semantic one; more keeps its words more surely, and "
+                        "more of its voice)")
     p.add_argument("--max-seconds", type=float, default=120.0, help="reject longer files")
     model_flags(p, sampling=True)
 

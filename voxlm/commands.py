@@ -301,7 +301,8 @@ def cmd_convert(args):
     target = load_audio(args.voice, max_seconds=args.max_seconds)
     model = load_speech_lm(args.checkpoint)
     out = convert_voice(model.lm, model.codec(args.codec), source, target, _sampling(args),
-                        model.layout, prompt_seconds=args.prompt_seconds, seed=args.seed)
+                        model.layout, prompt_seconds=args.prompt_seconds, seed=args.seed,
+                        keep=args.keep_codebooks)
     save_audio(args.output, out.audio)
     print(f"wrote {args.output}: {len(out.audio) / SAMPLE_RATE:.2f} s in the voice of {args.voice}")
 

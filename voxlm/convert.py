@@ -9,6 +9,8 @@ the prompt through the temporal transformer's context. The codec decodes the res
     target codes  [n_q, Tt]  given
     source codes  [1, Ts]    given (codebook 1)   -> codebooks 2..n_q [n_q - 1, Ts] sampled
 
+`keep` > 1 forces the source's codebooks 1..keep instead (more of its words, and of its voice).
+
 The LM must have learned several voices in the continuation, aligned or interleave layout (a
 dialogue model speaks in one voice only and has no use here).
 """
@@ -27,11 +29,16 @@ MAX_PROMPT_SECONDS = 20.0  # the target prompt is cut to its first seconds (cont
 def convert_voice(lm, codec, source: np.ndarray, target: np.ndarray,
                   sampling: SamplingOptions = SamplingOptions(),
                   layout: SpeechLayout = SpeechLayout(),
-                  prompt_seconds: float = 6.0, seed: int | None = None) -> Generation:
+                  prompt_seconds: float = 6.0, seed: int | None = None,
+                  keep: int = 1) -> Generation:
     """source, target: mono float32 16 kHz -> Generation(audio [Ts * hop], frames [S, L], "").
-    The audio is the source's content (its codebook 1) in the target's voice; it has the
-    source's length in codec frames."""
+    The audio is the source's content (its codebooks 1..keep) in the target's voice (codebooks
+    keep+1..n_q sampled); it has the source's length in codec frames. A larger `keep` keeps more
+    of the source: its words more surely, and more of its voice."""
     c = lm.config
+    if not 1 <= keep < c.n_q:
+        raise VoxlmError(f"--keep-codebooks {keep}",
+                         f"keep 1 to {c.n_q - 1} of the source's codebooks (this LM models {c.n_q})")
     if layout.mode == "duplex":
         raise VoxlmError("this LM was trained for full duplex dialogue; it speaks one voice",
                          "convert with an LM trained with --mode continuation or aligned")
@@ -49,7 +56,8 @@ def convert_voice(lm, codec, source: np.ndarray, target: np.ndarray,
                          "cut the source into shorter pieces, or pass a shorter --prompt-seconds")
     codes = np.concatenate([prompt, content], axis=1)  # [n_q, Tt + Ts]
     plan = speech_plan(codes, 1 + tt + ts + max(c.delays), layout, c)  # aligned: text sampled
-    for k, delay in enumerate(c.delays[2:1 + c.n_q], start=1):  # acoustic codebooks of the source
+    for k in range(keep, c.n_q):  # the source's codebooks past `keep`: the target voice's
+        delay = c.delays[1 + k]
         plan[1 + k, 1 + tt + delay:1 + tt + ts + delay] = SAMPLE
     _seed(seed)
     frames, audio = _run_plan(LMGen(lm, sampling), codec, plan, audio_at=1)
