@@ -19,7 +19,7 @@ voxlm lm train --data data/qa_tokens --data data/dialogue_tokens --out runs/dial
     --semantic-weight 4 --save-every 100 --log-every 10 --valid-every 100
 #   held-out loss was lowest at step 700 and rose after; the shipped run was stopped at step 1100
 #   (Ctrl-C, or kill: it resumes) and its best step exported
-voxlm lm export runs/dialogue_qa/best.safetensors voxlm/assets/dialogue.safetensors --int8 \
+voxlm lm export runs/dialogue_qa/best.safetensors voxlm/assets/dialogue.safetensors --int4 \
     --curve docs/dialogue_training_curve.png
 voxlm eval dialogue --checkpoint voxlm/assets/dialogue.safetensors --data data/dialogues \
     --report reports/dialogue
