@@ -288,11 +288,41 @@ def test_cli_errors_are_one_line(files, tmp_path, capsys):
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("voxlm: error:"), lines
     assert not (tmp_path / "x.wav").exists()
-    if not default_lm_path().exists():  # no shipped LM yet: the error says how to get one
-        result = _voxlm("continue", files["wav"], "-o", tmp_path / "y.wav")
-        assert result.returncode == 2 and "Traceback" not in result.stderr
-        assert result.stderr.startswith("voxlm: error:") and "voxlm lm train" in result.stderr
-        assert "--checkpoint" in result.stderr
+
+
+def test_shipped_lm_speaks_and_a_missing_or_damaged_one_is_named(files, tmp_path, monkeypatch,
+                                                                  capsys):
+    """voxlm/assets/lm.safetensors: checksum verified, the aligned layout, the dialogue model's
+    text vocabulary (a dialogue model can start from it), the shipped codec; it speaks, and
+    transcribes the same way twice (greedy); all shipped weights fit 40 MB; without it the CLI says how to get one."""
+    import voxlm.lm.speech
+    from voxlm.dialogue import default_dialogue_path
+
+    shipped = load_speech_lm()
+    assert shipped.path == default_lm_path() and shipped.layout.mode == "aligned"
+    tokenizer = shipped.tokenizer()
+    assert tokenizer.model_proto == default_dialogue_path().with_suffix(
+        ".tokenizer.model").read_bytes()
+    codec = shipped.codec()
+    spoken = synthesize(shipped.lm, codec, tokenizer, "yes", seed=0, layout=shipped.layout,
+                        options=TTSOptions(tail=0.5))
+    assert 0 < len(spoken.audio) < 16000 * 6 and np.isfinite(spoken.audio).all()
+    assert np.abs(spoken.audio).max() > 1e-3  # sound, not silence
+    heard = transcribe(shipped.lm, codec, tokenizer, spoken.audio, shipped.layout)
+    assert transcribe(shipped.lm, codec, tokenizer, spoken.audio, shipped.layout) == heard  # greedy
+    assets = default_lm_path().parent
+    assert sum(p.stat().st_size for p in assets.glob("*.safetensors")) <= 40e6
+    damaged = tmp_path / "lm.safetensors"
+    data = bytearray(default_lm_path().read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte inside the weights
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(VoxlmError, match="checksum"):
+        load_speech_lm(damaged)
+    monkeypatch.setattr(voxlm.lm.speech, "default_lm_path", lambda: tmp_path / "none.safetensors")
+    assert main(["continue", str(files["wav"]), "-o", str(tmp_path / "y.wav")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("voxlm: error:") and "voxlm lm train" in error
+    assert "--checkpoint" in error and not (tmp_path / "y.wav").exists()
 
 
 # ---------------------------------------------------------------- bad input (docs/RELIABILITY.md)
