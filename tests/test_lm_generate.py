@@ -363,6 +363,8 @@ LM_CLI_ERRORS = {  # id: (arguments, words in the one-line error)
                           "--keep-codebooks", "0", *RUN), ["--keep-codebooks 0", "keep 1 to"]),
     "convert-voice-missing": (("convert", "{wav}", "--voice", "{out}/nobody.wav", "-o",
                                "{out}/c.wav", *RUN), ["nobody.wav"]),
+    "lm-train-dropout-one": (("lm", "train", "--data", "{out}", "--out", "{out}/r", "--dropout", "1"),
+                             ["--dropout 1.0", "a probability from 0 up to 1"]),
     "lm-train-init-and-warm-start": (("lm", "train", "--data", "{out}", "--out", "{out}/r",
                                       "--init", "{out}", "--warm-start", "gguf"),
                                      ["--init and --warm-start", "pass one of them"]),
