@@ -80,7 +80,7 @@ def dequantize_int4(packed: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return groups.reshape(q.shape)
 
 
-def dequantize_int8(tensors: dict) -> dict:
+def dequantize(tensors: dict) -> dict:
     """Replace every name.int8 / name.int8_scale pair (and name.int4 / name.int4_scale) by the
     float tensor `name`."""
     out = {}
@@ -168,7 +168,7 @@ def load_model(path, kind: str) -> tuple[dict, dict, dict]:
     if not isinstance(config, dict) or not isinstance(extra, dict):
         raise VoxlmError(f"{path} has an unreadable config in its header",
                          "the file is corrupt: copy or train it again")
-    return dequantize_int8(tensors), config, extra
+    return dequantize(tensors), config, extra
 
 
 def load_into(module: torch.nn.Module, tensors: dict, path, optional=()) -> torch.nn.Module:
