@@ -37,10 +37,9 @@ def measure(checkpoint, data, limit: int) -> dict:
             model = load_speech_lm(path)
             began = time.time()
             rows = validation_losses(model.lm, data, limit=limit, extra=model.extra)
-            results["formats"][name] = {"bytes": path.stat().st_size, "losses": rows,
-                                        "seconds": round(time.time() - began, 1)}
-            print(f"{name}: {path.stat().st_size / 1e6:.1f} MB, "
-                  f"{time.time() - began:.0f} s", flush=True)
+            size, seconds = path.stat().st_size, time.time() - began
+            results["formats"][name] = {"bytes": size, "losses": rows, "seconds": round(seconds, 1)}
+            print(f"{name}: {size / 1e6:.1f} MB, {seconds:.0f} s", flush=True)
     return results
 
 
