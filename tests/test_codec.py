@@ -16,7 +16,7 @@ from voxlm.codec.vocoder import LEVEL_SCALE, HarmonicNoiseVocoder
 from voxlm.errors import VoxlmError
 from voxlm.modules.conv import CausalConv1d, CausalISTFT, CausalSTFT
 from voxlm.modules.transformer import Transformer
-from voxlm.train import TrainConfig, Trainer
+from voxlm.train import TrainConfig, Trainer, setup_distributed
 
 
 def chunked(module, x, sizes, batch):
@@ -167,6 +167,38 @@ def test_resume_after_kill_reproduces_the_run(tiny_corpus, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
     d1, d2 = whole.task.discriminators.state_dict(), resumed.task.discriminators.state_dict()
     assert all(torch.equal(d1[k], d2[k]) for k in d1)
+
+
+def test_decoder_only_run_keeps_every_code(tiny_corpus, tmp_path):
+    config = TrainConfig(steps=4, warmup=1, save_every=100, log_every=1, seed=1)
+    Trainer(small_task(tiny_corpus, adversarial_start=1000), config, tmp_path / "first",
+            progress=False).run()
+    base = load_codec(tmp_path / "first")
+    task = small_task(tiny_corpus, init=str(tmp_path / "first"), decoder_only=True,
+                      adversarial_start=2, lr=3e-3)  # GAN steps with frozen codes too
+    Trainer(task, config, tmp_path / "second", progress=False).run()
+    tuned = load_codec(tmp_path / "second")
+    audio, _, _ = task.data.batch(seed=5, step=0, size=2, frames=8)
+    assert torch.equal(base.encode(audio), tuned.encode(audio))
+    before, after = base.state_dict(), tuned.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    decoding_side = ("decoder.", "quantizer.semantic_out.", "quantizer.acoustic_out.")
+    assert any(k.startswith("decoder.") for k in changed), "the decoder did not learn"
+    assert all(k.startswith(decoding_side) for k in changed), sorted(changed)
+    # a plain --init run restarts the EMA statistics from the file's codebooks
+    full = small_task(tiny_corpus, init=str(tmp_path / "first"))
+    full.setup(setup_distributed(), config)
+    codebook = full.codec.quantizer.acoustic.codebooks[0]
+    assert torch.equal(codebook.embed_sum, codebook.embed) and bool((codebook.usage == 1).all())
+    with pytest.raises(VoxlmError, match="--decoder-only needs"):
+        small_task(tiny_corpus, decoder_only=True).setup(setup_distributed(), config)
+    other = CodecTask(tiny_corpus, replace(codec_config("tiny"), n_q=3),
+                      CodecTrainConfig(init=str(tmp_path / "first")), progress=False)
+    with pytest.raises(VoxlmError, match="another config"):
+        other.setup(setup_distributed(), config)
+    with pytest.raises(VoxlmError, match="without --decoder-only"):  # resuming with other flags
+        Trainer(small_task(tiny_corpus, init=str(tmp_path / "first"), decoder_only=True), config,
+                tmp_path / "first", progress=False).run()
 
 
 def test_two_process_ddp_step_equals_one_process(tiny_corpus, tmp_path):

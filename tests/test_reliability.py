@@ -222,6 +222,16 @@ CLI_ERRORS = {
                          "--bitrate nan", ["bitrate nan is not a number of kbps", "choose one of"]),
     "flag-steps-zero": (TRAIN.replace("--steps 2", "--steps 0") + " --data {corpus} --out {d}/r0",
                         ["--steps is 0", "at least 1"]),
+    "codec-train-decoder-only-alone": (TRAIN + " --data {corpus} --out {d}/r1 --decoder-only",
+                                       ["--decoder-only needs", "pass --init"]),
+    "codec-train-init-other-config": (TRAIN.replace("tiny", "base") + " --data {corpus} --out "
+                                      "{d}/r2 --init {d}/tiny.safetensors",
+                                      ["holds a codec with another config", "--config"]),
+    "codec-train-lr-zero": (TRAIN + " --data {corpus} --out {d}/r3 --lr 0",
+                            ["--lr is 0.0", "positive learning rate"]),
+    "eval-codec-compare-twice": ("eval codec --data {corpus} --report {d}/rep --checkpoint "
+                                 "{d}/tiny.safetensors --compare {d}/tiny.safetensors --compare "
+                                 "{d}/tiny.safetensors", ["both named voxlm[tiny]"]),
     "state-bit-flip": (TRAIN + " --data {corpus} --out {d}/run_flip",
                        ["train_state.pt failed its checksum", "restore a copy"]),
     "say-empty": (["synth", "say", "", "-o", "{d}/s.wav"], ["has no words to speak",

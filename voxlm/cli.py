@@ -65,6 +65,8 @@ def _add_eval_and_units(top, add):
                    help="held-out set with manifest.jsonl (repeatable)")
     p.add_argument("--report", required=True, type=Path, help="report folder")
     p.add_argument("--checkpoint", type=Path, help="codec model or run folder (default: shipped)")
+    p.add_argument("--compare", type=Path, action="append", default=[],
+                   help="another codec file or run folder scored on the same files (repeatable)")
     p.add_argument("--bitrates", type=float, nargs="+", default=[0.5, 1.0, 1.5], help="kbps")
     p.add_argument("--limit", type=int, default=30, help="files per set")
     p.add_argument("--probe-data", type=Path, help="corpus with word timings for the codebook probe")
@@ -319,6 +321,12 @@ def _add_codec(top, add):
     p.add_argument("--accum", type=int, default=1, help="microbatches per step")
     p.add_argument("--segment-frames", type=int, default=24, help="80 ms frames per segment")
     p.add_argument("--adversarial-start", type=int, default=2000, help="step the GAN losses start")
+    p.add_argument("--lr", type=float, default=1e-3, help="the codec's peak learning rate")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this codec file or run folder (same --config)")
+    p.add_argument("--decoder-only", action="store_true",
+                   help="with --init: train only the decoding side; codes (and every token "
+                        "already written with them) stay the same")
     p.add_argument("--max-items", type=int, default=0, help="use only the first N items (0: all)")
     p.add_argument("--save-every", type=int, default=250, help="checkpoint every N steps")
     p.add_argument("--log-every", type=int, default=10, help="log every N steps")

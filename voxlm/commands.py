@@ -122,10 +122,14 @@ def cmd_demo(args):
 def cmd_codec_train(args):
     from .codec.model import codec_config
     from .codec.train import CodecTask, CodecTrainConfig
+    from .errors import VoxlmError
 
     config = CodecTrainConfig(batch_size=args.batch_size, accum=args.accum,
                               segment_frames=args.segment_frames,
-                              adversarial_start=args.adversarial_start, max_items=args.max_items)
+                              adversarial_start=args.adversarial_start, max_items=args.max_items,
+                              lr=args.lr, init=str(args.init or ""), decoder_only=args.decoder_only)
+    if args.lr <= 0:
+        raise VoxlmError(f"--lr is {args.lr}", "pass a positive learning rate, e.g. 3e-4")
     _train("codec", CodecTask(args.data, codec_config(args.config), config,
                               progress=not args.quiet), args)
 
@@ -356,7 +360,8 @@ def cmd_eval_codec(args):
     from .eval.codec_suite import run_codec_eval
 
     path = run_codec_eval(args.data, args.report, args.checkpoint, tuple(args.bitrates),
-                          args.limit, args.probe_data, not args.no_baselines, not args.quiet)
+                          args.limit, args.probe_data, not args.no_baselines, not args.quiet,
+                          compare=args.compare)
     print(f"report: {path}")
 
 

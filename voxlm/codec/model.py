@@ -28,7 +28,7 @@ from ..audio import SAMPLE_RATE
 from ..modules.conv import CausalConv1d, CausalISTFT, CausalSTFT, Upsample
 from ..modules.streaming import StreamingModule
 from ..modules.transformer import Transformer
-from .quantize import QuantizedResult, SplitRVQ
+from .quantize import QuantizedResult, SplitRVQ, perplexity
 from .vocoder import HarmonicNoiseVocoder, Pitch
 
 N_FFT = 640  # 40 ms analysis and synthesis windows
@@ -226,7 +226,7 @@ _plain_cpu_kernels = _PlainCpuKernels()
 class CodecOutput:
     audio: torch.Tensor  # [B, 1, N] reconstruction
     result: QuantizedResult
-    semantic_states: torch.Tensor  # [B, T, teacher_dim] codebook 1 projected for distillation
+    semantic_states: torch.Tensor | None  # [B, T, teacher_dim] codebook 1 projected for distillation
     pitch: Pitch | None = None  # the harmonic vocoder's F0 and voicing predictions [B, T100]
 
 
@@ -241,8 +241,19 @@ class Codec(StreamingModule):
         self.distill = nn.Conv1d(config.latent_dim, config.teacher_dim, 1)
 
     def forward(self, audio: torch.Tensor, n_q: int | None = None,
-                f0_target: torch.Tensor | None = None) -> CodecOutput:
-        """Training path: audio [B, 1, N], N a multiple of hop; f0_target [B, N / 160] Hz."""
+                f0_target: torch.Tensor | None = None, frozen_codes: bool = False) -> CodecOutput:
+        """Training path: audio [B, 1, N], N a multiple of hop; f0_target [B, N / 160] Hz.
+        `frozen_codes`: the encoder and codebooks run without gradients or EMA updates (the
+        codes stay those of the weights as they are), and only the decoding side learns."""
+        if frozen_codes:
+            with torch.no_grad():
+                codes = self.quantizer.encode(self.encoder(audio), n_q, update=False)  # [B, K, T]
+            quantized = self.quantizer.decode(codes)  # the output projections still learn
+            audio, pitch = self.decoder(quantized, f0_target)
+            zero = quantized.new_zeros(())
+            result = QuantizedResult(quantized, codes, zero, quantized,
+                                     perplexity(codes, self.config.codebook_size))
+            return CodecOutput(audio, result, None, pitch)
         result = self.quantizer(self.encoder(audio), n_q)
         semantic = self.distill(result.semantic).transpose(1, 2)
         audio, pitch = self.decoder(result.quantized, f0_target)

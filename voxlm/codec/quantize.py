@@ -221,9 +221,10 @@ class SplitRVQ(StreamingModule):
     def _codebooks(self) -> list:
         return [*self.semantic.codebooks, *self.acoustic.codebooks]
 
-    def encode(self, z: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
-        """z [B, D, T] -> codes [B, K, T]: the codes of `forward` without its other outputs."""
-        if self.training:  # the full step, EMA updates included
+    def encode(self, z: torch.Tensor, n_q: int | None = None, update: bool = True) -> torch.Tensor:
+        """z [B, D, T] -> codes [B, K, T]: the codes of `forward` without its other outputs
+        (in training mode with `update`, its EMA updates too)."""
+        if self.training and update:  # the full step, EMA updates included
             return self(z, n_q).codes
         n_q = self.n_q if n_q is None else n_q
         batch, _, frames = z.shape

@@ -55,6 +55,11 @@ class CodecTrainConfig:
     pitch_teacher_forcing: bool = True  # synthesise with the target F0 where it is voiced
     band_limit_share: float = 0.3  # rows low-passed at 3.4-4 kHz, like telephone speech
     gain_db: tuple = (-10.0, 6.0)  # range of the random level change per row
+    init: str = ""  # a codec file (or run folder) whose weights the run starts from
+    # train only the decoding side (decoder and the codebooks' output projections): the
+    # encoder and codebooks stay as they are, so every token written with them stays valid
+    # and the language models trained on those tokens keep working with the new decoder
+    decoder_only: bool = False
 
 
 class CodecData:
@@ -62,7 +67,8 @@ class CodecData:
     YIN F0 targets at 100 Hz (the decoder's frame t ends on the tracker's frame t + 1)."""
 
     def __init__(self, corpus, config: CodecConfig, split: str = "train", max_items: int = 0,
-                 progress: bool = True, remove_teacher_position: bool = False):
+                 progress: bool = True, remove_teacher_position: bool = False,
+                 teacher: bool = True):
         corpus = Path(corpus)
         manifest = corpus / "manifest.jsonl"
         if not manifest.exists():
@@ -73,16 +79,18 @@ class CodecData:
             rows = rows[:max_items]
         if not rows:
             raise VoxlmError(f"no {split} items in {manifest}", "make a larger corpus")
-        cache_teacher_features(corpus, rows, progress=progress)
+        if teacher:  # without: zero states (a decoder-only run has no distillation loss)
+            cache_teacher_features(corpus, rows, progress=progress)
         if config.vocoder == "harmonic":
             cache_pitch(corpus, rows, progress=progress)
         self.hop = config.hop
         pool = int(TEACHER_RATE / config.frame_rate)  # 4 teacher states per codec frame
         self.audio, self.teacher, self.pitch = [], [], []
         self.sub = self.hop // STFT_HOP  # decoder frames per codec frame
-        raw = {row["id"]: load_teacher_features(corpus, row["id"]) for row in rows}  # [T50, 384]
+        raw = {row["id"]: load_teacher_features(corpus, row["id"]) if teacher else None
+               for row in rows}  # [T50, 384]
         normalizer = None
-        if remove_teacher_position:
+        if remove_teacher_position and teacher:
             from ..units import Units, position_means
 
             normalizer = Units(np.zeros((2, TEACHER_DIM), np.float32), *position_means(list(raw.values())))
@@ -91,13 +99,16 @@ class CodecData:
             frames = len(audio) // self.hop
             if frames < 1:
                 continue
-            states = raw[row["id"]]
-            if normalizer is not None:
-                states = normalizer.normalize(states)
-            states = states[: frames * pool]
-            states = np.pad(states, ((0, frames * pool - len(states)), (0, 0)))
             self.audio.append((np.clip(audio[: frames * self.hop], -1, 1) * 32767).astype(np.int16))
-            self.teacher.append(states.reshape(frames, pool, -1).mean(1).astype(np.float16))
+            states = raw[row["id"]]
+            if states is None:
+                self.teacher.append(np.zeros((frames, 1), np.float16))
+            else:
+                if normalizer is not None:
+                    states = normalizer.normalize(states)
+                states = states[: frames * pool]
+                states = np.pad(states, ((0, frames * pool - len(states)), (0, 0)))
+                self.teacher.append(states.reshape(frames, pool, -1).mean(1).astype(np.float16))
             if config.vocoder == "harmonic":
                 f0 = load_pitch(corpus, row["id"])[1: frames * self.sub + 1]
                 self.pitch.append(np.pad(f0, (0, frames * self.sub - len(f0))).astype(np.float16))
@@ -157,14 +168,26 @@ class CodecTask:
             raise VoxlmError(f"batch size {self.config.batch_size} does not split over "
                              f"{dist.world} processes x {self.config.accum} microbatches",
                              "choose a batch size divisible by processes x accum")
+        if self.config.init:
+            load_initial_weights(self.codec, self.config.init)
+        elif self.config.decoder_only:
+            raise VoxlmError("--decoder-only needs the codec whose codes it keeps",
+                             "pass --init CODEC (e.g. voxlm/assets/codec.safetensors)")
         self.data = CodecData(self.corpus, self.model_config, max_items=self.config.max_items,
                               progress=self.progress and dist.main,
-                              remove_teacher_position=self.config.remove_teacher_position)
+                              remove_teacher_position=self.config.remove_teacher_position,
+                              teacher=not self.config.decoder_only)
+        if self.config.decoder_only:
+            for part in (self.codec.encoder, self.codec.distill, self.codec.quantizer.semantic,
+                         self.codec.quantizer.acoustic, self.codec.quantizer.semantic_in,
+                         self.codec.quantizer.acoustic_in):
+                part.requires_grad_(False)
         self.codec.to(dist.device)
         self.discriminators.to(dist.device)
         self.modules = {"codec": self.codec, "discriminators": self.discriminators}
+        trainable = [p for p in self.codec.parameters() if p.requires_grad]
         self.optimizers = {
-            "codec": torch.optim.AdamW(self.codec.parameters(), lr=self.config.lr, betas=(0.8, 0.99)),
+            "codec": torch.optim.AdamW(trainable, lr=self.config.lr, betas=(0.8, 0.99)),
             "discriminators": torch.optim.AdamW(self.discriminators.parameters(),
                                                 lr=self.config.disc_lr, betas=(0.8, 0.99)),
         }
@@ -191,6 +214,10 @@ class CodecTask:
         if saved and saved != asdict(self.model_config):
             raise VoxlmError("the run folder holds a codec with a different config",
                              "pass the same --config as before, or a new --out folder")
+        was = state.get("train_config", {}).get("decoder_only", False)
+        if was != self.config.decoder_only:
+            raise VoxlmError(f"the run folder holds a run {'with' if was else 'without'} "
+                             "--decoder-only", "pass the same flags as before, or a new --out folder")
 
     def export(self, out: Path):
         export_codec(unwrap(self.codec), Path(out) / "model.safetensors")
@@ -224,15 +251,17 @@ class CodecTask:
         for index, (audio, teacher, f0) in enumerate(microbatches):
             last = index == len(microbatches) - 1
             with no_sync(self.codec, last), no_sync(self.discriminators, last):
-                out = self.codec(audio, n_q, f0 if c.pitch_teacher_forcing else None)
+                out = self.codec(audio, n_q, f0 if c.pitch_teacher_forcing else None,
+                                 frozen_codes=c.decoder_only)
                 fake = out.audio
-                losses = {"mel": self.mel_loss(fake[:, 0], audio[:, 0]),
-                          "commit": out.result.commit_loss,
-                          "distill": distill_loss(out.semantic_states, teacher)}
+                losses = {"mel": self.mel_loss(fake[:, 0], audio[:, 0])}
+                if not c.decoder_only:  # the codes' own losses: nothing to learn when frozen
+                    losses["commit"] = out.result.commit_loss
+                    losses["distill"] = distill_loss(out.semantic_states, teacher)
                 if c.stft_weight:
                     losses["stft"] = self.stft_loss(fake[:, 0], audio[:, 0])
-                total = (c.mel_weight * losses["mel"] + c.commit_weight * losses["commit"]
-                         + c.distill_weight * losses["distill"]
+                total = (c.mel_weight * losses["mel"] + c.commit_weight * losses.get("commit", 0.0)
+                         + c.distill_weight * losses.get("distill", 0.0)
                          + c.stft_weight * losses.get("stft", 0.0))
                 if out.pitch is not None:
                     losses["f0"], losses["voicing"] = pitch_losses(out.pitch, f0)
@@ -282,6 +311,30 @@ def pitch_losses(pitch, f0: torch.Tensor) -> tuple:
 
 
 TRAINING_ONLY = ("embed_sum", "usage", "idle")  # quantizer statistics inference does not need
+
+
+def load_initial_weights(codec: Codec, path) -> None:
+    """`codec` takes the weights of a codec file or run folder with the same config. An
+    inference file has no EMA statistics: they restart from its codebooks, as after k-means."""
+    from ..checkpoint import load_into, load_model
+    from .quantize import Codebook
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    tensors, config, _ = load_model(path, "codec")
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    config.setdefault("vocoder", "istft")
+    if config != asdict(codec.config):
+        raise VoxlmError(f"{path} holds a codec with another config than this run's",
+                         "pass the --config it was trained with (tiny or base)")
+    load_into(codec, tensors, path, optional=TRAINING_ONLY)
+    with torch.no_grad():
+        for name, module in codec.named_modules():
+            if isinstance(module, Codebook) and f"{name}.embed_sum" not in tensors:
+                module.embed_sum.copy_(module.embed)
+                module.usage.fill_(1.0)
+                module.idle.zero_()
 
 
 def export_codec(codec: Codec, path, dtype=None, int8: bool = False) -> Path:
