@@ -150,3 +150,38 @@ def test_evaluate_codecs_writes_report_and_identity_wins(speech, judges, tmp_pat
     assert "| codec2-1300 | 1.3 |" in report and "PESQ" in report and "s / s audio" in report
     png = (out / "quality_vs_bitrate.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_codec_eval_scores_compared_codecs_on_the_same_files(speech, judges, tmp_path, monkeypatch):
+    import torch
+
+    from voxlm.audio import save_audio
+    from voxlm.codec.model import Codec, codec_config
+    from voxlm.codec.train import export_codec
+    from voxlm.data import write_manifest
+    from voxlm.eval.codec_suite import run_codec_eval
+
+    monkeypatch.setattr(judges, "dnsmos", lambda audio: {"ovrl": 1.0})  # see the test above
+    monkeypatch.setattr(M, "Judges", lambda *args, **kwargs: judges)
+    audio, text = speech[0]
+    save_audio(tmp_path / "set" / "u0.wav", audio)
+    write_manifest(tmp_path / "set" / "manifest.jsonl",
+                       [{"id": "u0", "audio": "u0.wav", "duration": len(audio) / SR, "text": text,
+                     "words": [], "speaker": "espeak:en-us+f2", "engine": "espeak",
+                     "split": "test"}])
+    torch.manual_seed(0)
+    export_codec(Codec(codec_config("tiny")), tmp_path / "a.safetensors")
+    torch.manual_seed(1)
+    export_codec(Codec(codec_config("tiny")), tmp_path / "runs" / "other" / "model.safetensors")
+    report = run_codec_eval([tmp_path / "set"], tmp_path / "report", tmp_path / "a.safetensors",
+                            bitrates=(0.3,), limit=1, baselines=False, progress=False,
+                            compare=[tmp_path / "runs" / "other"])
+    rows = [json.loads(line) for line in (tmp_path / "report" / "set" / "results.jsonl").open()]
+    by = {r["system"]: r for r in rows}
+    assert set(by) == {"original", "voxlm 0.3k", "voxlm[other] 0.3k"}
+    assert by["voxlm 0.3k"]["mel"] != by["voxlm[other] 0.3k"]["mel"]  # two models, two results
+    assert "voxlm[other] 0.3k" in report.read_text()
+    with pytest.raises(VoxlmError, match="both named voxlm\\[other\\]"):
+        run_codec_eval([tmp_path / "set"], tmp_path / "report2", tmp_path / "a.safetensors",
+                       bitrates=(0.3,), limit=1, baselines=False, progress=False,
+                       compare=[tmp_path / "runs" / "other", tmp_path / "runs" / "other"])

@@ -134,10 +134,13 @@ def plot_quality(path, summary: list, baselines) -> Path:
     for ax, metric, label in zip(axes, ("pesq", "stoi", "wer"), ("PESQ (wb)", "STOI", "WER %")):
         scale = 100 if metric == "wer" else 1
         ours = sorted((e for e in coded if e["system"] not in baselines), key=lambda e: e["kbps"])
-        if ours:
-            ax.plot([e["kbps"] for e in ours], [e[metric] * scale for e in ours], "o-",
-                    color="C0", label="voxlm")
-            for e in ours:
+        models = list(dict.fromkeys(e["system"].rsplit(" ", 1)[0] for e in ours))  # one line each
+        for index, model in enumerate(models):
+            line = [e for e in ours if e["system"].rsplit(" ", 1)[0] == model]
+            ax.plot([e["kbps"] for e in line], [e[metric] * scale for e in line],
+                    "o-" if index == 0 else "o--", color="C0" if index == 0 else f"C{9 - index}",
+                    label=model)
+            for e in line:
                 ax.annotate(e["system"], (e["kbps"], e[metric] * scale), fontsize=7,
                             xytext=(3, 3), textcoords="offset points")
         for k, e in enumerate(e for e in coded if e["system"] in baselines):

@@ -18,14 +18,15 @@ from ..errors import VoxlmError
 DEFAULT_KBPS = (0.5, 1.0, 1.5)
 
 
-def codec_systems(codec, bitrates=DEFAULT_KBPS, streaming: bool = False) -> dict:
+def codec_systems(codec, bitrates=DEFAULT_KBPS, streaming: bool = False,
+                  label: str = "voxlm") -> dict:
     from ..codec.files import roundtrip_audio
 
     systems = {}
     for kbps in bitrates:
         n_q = codec.config.n_q_for_kbps(kbps)
         actual = codec.config.kbps(n_q)
-        systems[f"voxlm {actual:g}k"] = (actual, lambda audio, n_q=n_q: roundtrip_audio(
+        systems[f"{label} {actual:g}k"] = (actual, lambda audio, n_q=n_q: roundtrip_audio(
             codec, audio, n_q, streaming))
     return systems
 
@@ -54,8 +55,20 @@ def codebook_usage(codec, folder: Path, rows: list) -> list:
     return [float(p) for p in perplexity(codes, codec.config.codebook_size)]
 
 
+def compare_label(path) -> str:
+    """`voxlm[NAME]`: NAME the run folder's name, or the model file's name without suffix."""
+    path = Path(path)
+    name = path.name if path.is_dir() else path.stem
+    if name == "model" and not path.is_dir():
+        name = path.parent.name
+    return f"voxlm[{name}]"
+
+
 def run_codec_eval(data_dirs, report, checkpoint=None, bitrates=DEFAULT_KBPS, limit: int = 30,
-                   probe_data=None, baselines: bool = True, progress: bool = True) -> Path:
+                   probe_data=None, baselines: bool = True, progress: bool = True,
+                   compare=()) -> Path:
+    """`compare`: more codec files or run folders, each scored on the same files in the same
+    run, in rows labelled by `compare_label`."""
     from ..codec.model import load_codec
     from .baselines import baseline_codecs
     from .codec import evaluate_codecs
@@ -64,6 +77,12 @@ def run_codec_eval(data_dirs, report, checkpoint=None, bitrates=DEFAULT_KBPS, li
     codec = load_codec(checkpoint)
     report = Path(report)
     systems = codec_systems(codec, bitrates)
+    for path in compare:
+        label = compare_label(path)
+        if any(name.startswith(label + " ") for name in systems):
+            raise VoxlmError(f"two --compare codecs are both named {label}",
+                             "copy one of the files under another name")
+        systems.update(codec_systems(load_codec(path), bitrates, label=label))
     if baselines:
         systems.update(baseline_codecs())
     judges = Judges()
