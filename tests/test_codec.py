@@ -1,4 +1,5 @@
 """Codec: streaming equals offline, bitrate arithmetic, training, exact resume, DDP, bad input."""
+import hashlib
 import json
 import math
 import os
@@ -180,6 +181,8 @@ def test_decoder_only_run_keeps_every_code(tiny_corpus, tmp_path):
     tuned = load_codec(tmp_path / "second")
     audio, _, _ = task.data.batch(seed=5, step=0, size=2, frames=8)
     assert torch.equal(base.encode(audio), tuned.encode(audio))
+    first_sha = hashlib.sha256((tmp_path / "first" / "model.safetensors").read_bytes()).hexdigest()
+    assert tuned.codes_of == (first_sha,)  # LMs trained on the first one's tokens accept it
     before, after = base.state_dict(), tuned.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     decoding_side = ("decoder.", "quantizer.semantic_out.", "quantizer.acoustic_out.")

@@ -210,6 +210,9 @@ def test_validation_loss_per_stream_and_layout(world):
     assert abs(rows[1]["text"] - math.log(c.text_card)) < 1.5
     with pytest.raises(VoxlmError, match="another codec"):
         validation_losses(world["lm"], world["tokens"], extra={"codec_sha256": "0" * 64})
+    # an LM trained with a decoder-only fine-tune of the tokens' codec reads them
+    tuned = {"codec_sha256": "0" * 64, "codec_codes_of": [sha256_bytes(world["codec"].read_bytes())]}
+    assert len(validation_losses(world["lm"], world["tokens"], extra={**world["extra"], **tuned})) == 3
     small = LM(lm_config("tiny"))  # card 64 but only 40 text ids: the tokens need more
     with pytest.raises(VoxlmError, match="does not fit the tokens"):
         validation_losses(small, world["tokens"])

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +17,7 @@ import torch
 from voxlm.audio import load_audio, save_audio
 from voxlm.cli import main
 from voxlm.codec.files import decode_codes, encode_audio
-from voxlm.codec.model import Codec, codec_config
+from voxlm.codec.model import Codec, codec_config, load_codec
 from voxlm.codec.train import export_codec
 from voxlm.errors import VoxlmError
 from voxlm.lm.data import MOSHI_DELAY, LayoutConfig
@@ -90,6 +91,16 @@ def test_checkpoint_metadata_read_back(files, model):
     with pytest.warns(UserWarning, match="not the codec"):  # another codec than the tokens'
         other = export_codec(Codec(codec_config("tiny")), files["root"] / "other.safetensors")
         speech.codec(other)
+    # a decoder-only fine-tune of the tokens' codec (new file, the same codes) is accepted
+    tuned = load_codec(files["header"]["codec"]["path"])
+    tuned.codes_of = (files["header"]["codec"]["sha256"],)
+    with torch.no_grad():
+        tuned.decoder.inp.bias.add_(0.1)
+    tuned_file = export_codec(tuned, files["root"] / "tuned.safetensors")
+    assert load_codec(tuned_file).codes_of == tuned.codes_of  # the file keeps the record
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        speech.codec(tuned_file)
 
 
 def test_tts_forces_the_text_and_speaks_it(model):

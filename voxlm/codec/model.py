@@ -234,6 +234,9 @@ class Codec(StreamingModule):
     def __init__(self, config: CodecConfig):
         super().__init__()
         self.config = config
+        # sha256 of the codec files whose codes this one makes too (a decoder-only fine-tune
+        # of them): language models trained on their tokens work with this one as well
+        self.codes_of: tuple = ()
         self.encoder = Encoder(config)
         self.quantizer = SplitRVQ(config.latent_dim, config.n_q, config.codebook_size,
                                   config.codebook_dim)
@@ -298,7 +301,7 @@ def load_codec(path=None, device: str = "cpu") -> Codec:
     path = Path(path) if path is not None else default_codec_path()
     if path.is_dir():
         path = path / "model.safetensors"
-    tensors, config, _ = load_model(path, "codec")
+    tensors, config, extra = load_model(path, "codec")
     config.setdefault("vocoder", "istft")  # files from before the harmonic vocoder
     try:
         codec = Codec(CodecConfig(**{k: tuple(v) if isinstance(v, list) else v
@@ -307,4 +310,5 @@ def load_codec(path=None, device: str = "cpu") -> Codec:
         raise VoxlmError(f"{path} has a codec config this voxlm does not know ({error})",
                          "use the voxlm version that trained it") from None
     load_into(codec, tensors, path, optional=("embed_sum", "usage", "idle"))  # training-only
+    codec.codes_of = tuple(str(s) for s in extra.get("codes_of", []))
     return codec.to(device).eval()

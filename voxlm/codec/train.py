@@ -169,7 +169,9 @@ class CodecTask:
                              f"{dist.world} processes x {self.config.accum} microbatches",
                              "choose a batch size divisible by processes x accum")
         if self.config.init:
-            load_initial_weights(self.codec, self.config.init)
+            code_ids = load_initial_weights(self.codec, self.config.init)
+            if self.config.decoder_only:  # it makes the codes of the file it starts from
+                self.codec.codes_of = code_ids
         elif self.config.decoder_only:
             raise VoxlmError("--decoder-only needs the codec whose codes it keeps",
                              "pass --init CODEC (e.g. voxlm/assets/codec.safetensors)")
@@ -207,7 +209,8 @@ class CodecTask:
         self.modules = {"codec": self.codec, "discriminators": self.discriminators}
 
     def state(self) -> dict:
-        return {"model_config": asdict(self.model_config), "train_config": asdict(self.config)}
+        return {"model_config": asdict(self.model_config), "train_config": asdict(self.config),
+                "codes_of": list(unwrap(self.codec).codes_of)}
 
     def load_state(self, state: dict):
         saved = state.get("model_config")
@@ -218,6 +221,8 @@ class CodecTask:
         if was != self.config.decoder_only:
             raise VoxlmError(f"the run folder holds a run {'with' if was else 'without'} "
                              "--decoder-only", "pass the same flags as before, or a new --out folder")
+        if "codes_of" in state:  # as it was when the run started, whatever --init holds now
+            unwrap(self.codec).codes_of = tuple(state["codes_of"])
 
     def export(self, out: Path):
         export_codec(unwrap(self.codec), Path(out) / "model.safetensors")
@@ -313,16 +318,19 @@ def pitch_losses(pitch, f0: torch.Tensor) -> tuple:
 TRAINING_ONLY = ("embed_sum", "usage", "idle")  # quantizer statistics inference does not need
 
 
-def load_initial_weights(codec: Codec, path) -> None:
+def load_initial_weights(codec: Codec, path) -> tuple:
     """`codec` takes the weights of a codec file or run folder with the same config. An
-    inference file has no EMA statistics: they restart from its codebooks, as after k-means."""
+    inference file has no EMA statistics: they restart from its codebooks, as after k-means.
+    -> the sha256 of the file and of those whose codes it keeps (see Codec.codes_of)."""
+    import hashlib
+
     from ..checkpoint import load_into, load_model
     from .quantize import Codebook
 
     path = Path(path)
     if path.is_dir():
         path = path / "model.safetensors"
-    tensors, config, _ = load_model(path, "codec")
+    tensors, config, extra = load_model(path, "codec")
     config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
     config.setdefault("vocoder", "istft")
     if config != asdict(codec.config):
@@ -335,9 +343,11 @@ def load_initial_weights(codec: Codec, path) -> None:
                 module.embed_sum.copy_(module.embed)
                 module.usage.fill_(1.0)
                 module.idle.zero_()
+    return (hashlib.sha256(path.read_bytes()).hexdigest(), *extra.get("codes_of", []))
 
 
 def export_codec(codec: Codec, path, dtype=None, int8: bool = False) -> Path:
     """Inference weights: the EMA statistics used only by training are left out."""
     state = {k: v for k, v in codec.state_dict().items() if not k.endswith(TRAINING_ONLY)}
-    return save_model(path, "codec", codec.config, state, dtype=dtype, int8=int8)
+    extra = {"codes_of": list(codec.codes_of)} if codec.codes_of else None
+    return save_model(path, "codec", codec.config, state, dtype=dtype, int8=int8, extra=extra)

@@ -73,18 +73,22 @@ def lm_extra(path: Path) -> dict:
         return {}
 
 
-def check_codec(lm, codec, extra: dict, codec_sha: str):
+def check_codec(lm, codec, extra: dict, codec_path: Path):
     """The LM must model this codec's codes: its vocabulary, codebooks, and (when recorded)
-    the very codec its training tokens came from."""
+    the codes of the codec its training tokens came from (that file, or one that keeps its
+    codes: a decoder-only fine-tune)."""
+    from ..lm.tokenize_corpus import codec_code_ids, recorded_code_ids, sha256_bytes
+
     c, cc = lm.config, codec.config
     if cc.codebook_size > c.card or cc.n_q < c.n_q:
         raise VoxlmError(f"the codec ({cc.n_q} codebooks of {cc.codebook_size}) does not fit "
                          f"the LM ({c.n_q} codebooks of {c.card})",
                          "pass --codec the codec the LM's tokens were made with")
-    trained = extra.get("codec_sha256")
-    if trained and trained != codec_sha:
-        raise VoxlmError(f"the LM was trained on codes of another codec (sha256 {trained[:12]}, "
-                         f"given {codec_sha[:12]})",
+    trained = recorded_code_ids(extra.get("codec_sha256"), extra.get("codec_codes_of", []))
+    if trained and not trained & codec_code_ids(codec_path):
+        raise VoxlmError(f"the LM was trained on codes of another codec (sha256 "
+                         f"{extra['codec_sha256'][:12]}, given "
+                         f"{sha256_bytes(Path(codec_path).read_bytes())[:12]})",
                          "pass --codec the codec its tokens were made with (tokens.json names it)")
 
 
@@ -262,6 +266,7 @@ def validation_losses(lm, tokens_dir, limit: int | None = None, extra: dict | No
 
     from ..lm.data import LMData, TokenShards
     from ..lm.streams import text_card
+    from ..lm.tokenize_corpus import recorded_code_ids
 
     shards = TokenShards(tokens_dir)
     c = lm.config
@@ -271,8 +276,10 @@ def validation_losses(lm, tokens_dir, limit: int | None = None, extra: dict | No
                          f"fit the tokens in {shards.folder} ({shards.n_q} codebooks of "
                          f"{shards.codebook_size}, {shards.vocab_size} text ids)",
                          "pass --data the tokens folder the LM was trained on")
-    trained = (extra or {}).get("codec_sha256")  # the tokens must come from the LM's codec
-    if trained and trained != shards.header["codec"]["sha256"]:
+    trained = recorded_code_ids((extra or {}).get("codec_sha256"),  # the tokens must come
+                                (extra or {}).get("codec_codes_of", []))  # from the LM's codes
+    if trained and not trained & recorded_code_ids(shards.header["codec"]["sha256"],
+                                                   shards.header["codec"].get("codes_of", [])):
         raise VoxlmError(f"{shards.folder} was tokenized with another codec than the LM's",
                          "pass --data the tokens folder the LM was trained on")
     splits = [s for s in ("valid", "test") if any(r["split"] == s for r in shards.items)]
@@ -515,8 +522,8 @@ def run_lm_eval(report, checkpoint=None, codec=None, data=None, limit: int = DEF
         codec = _recorded_codec(extra, data)
     codec_path = codec_file(codec)
     codec_model = load_codec(codec_path)
-    codec_sha = sha256_bytes(codec_path.read_bytes())
-    check_codec(lm, codec_model, extra, codec_sha)
+    check_codec(lm, codec_model, extra, codec_path)
+    codec_sha = sha256_bytes(codec_path.read_bytes())  # keys the cached codes
     cache = Path(cache) if cache is not None else report / "cache"
     results = {"checkpoint": str(path), "codec": str(codec_path), "mode": extra.get("mode"),
                "limit": limit, "seed": seed}

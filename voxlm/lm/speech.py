@@ -125,12 +125,13 @@ class SpeechModel:
         import warnings
 
         from ..codec.model import load_codec
-        from .tokenize_corpus import codec_file, sha256_bytes
+        from .tokenize_corpus import codec_code_ids, codec_file, recorded_code_ids
 
         expected, recorded = self.extra.get("codec_sha256"), self.extra.get("codec_path")
 
-        def same(file) -> bool:  # the codec file whose sha256 the LM's tokens recorded
-            return sha256_bytes(codec_file(file).read_bytes()) == expected
+        def same(file) -> bool:  # makes the codes of the codec the LM's tokens were made with
+            return bool(codec_code_ids(file) & recorded_code_ids(
+                expected, self.extra.get("codec_codes_of", [])))
 
         if path is None and recorded and Path(recorded).is_file() and same(recorded):
             path = recorded  # the training codec, still there and unchanged

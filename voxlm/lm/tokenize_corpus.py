@@ -61,6 +61,31 @@ def codec_file(codec) -> Path:
     return path / "model.safetensors" if path.is_dir() else path
 
 
+def codec_codes_of(codec) -> list:
+    """The sha256 of the codec files whose codes the codec file behind `codec` keeps (recorded
+    by `codec train --decoder-only`, which trains only the decoding side): [] for most files."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(codec_file(codec)), framework="pt") as handle:
+            extra = json.loads((handle.metadata() or {}).get("extra", "{}"))
+    except Exception:  # unreadable: loading the codec names the problem
+        return []
+    return [str(s) for s in extra.get("codes_of", [])] if isinstance(extra, dict) else []
+
+
+def codec_code_ids(codec) -> set:
+    """{sha256 of the codec file} and those whose codes it keeps: two codec files make the
+    same codes when their sets meet."""
+    return {sha256_bytes(codec_file(codec).read_bytes()), *codec_codes_of(codec)}
+
+
+def recorded_code_ids(sha256: str | None, codes_of=()) -> set:
+    """The same set from a record (a tokens header's or an LM's): empty when nothing is
+    recorded, which then checks nothing."""
+    return {sha256, *codes_of} if sha256 else set()
+
+
 def part_path(out: Path, item_id: str) -> Path:
     return out / "parts" / f"{item_id}.npz"
 
@@ -209,6 +234,8 @@ def tokenize_corpus(corpus, out, codec=None, tokenizer=None, workers: int = 2,
                             "sha256": sha256_bytes(text.model_proto)},
               "frame_rate": model.config.frame_rate, "n_q": model.config.n_q,
               "codebook_size": model.config.codebook_size}
+    if codec_codes_of(path):  # only when there are some: older headers stay equal
+        header["codec"]["codes_of"] = codec_codes_of(path)
     _check_header(out, header)
     (out / "parts").mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out / "parts")

@@ -164,14 +164,17 @@ class LMTask:
         """The LM of --init (fine-tuning): its config and weights; its tokenizer and codec must be
         the ones the tokens were made with, or its embeddings would mean other things."""
         from .speech import load_speech_lm
+        from .tokenize_corpus import recorded_code_ids
 
         source = load_speech_lm(self.config.init)
         header, extra = self.shards.header, source.extra
-        for what, theirs, ours in (
-                ("tokenizer", (extra.get("tokenizer") or {}).get("sha256"),
-                 header["tokenizer"]["sha256"]),
-                ("codec", extra.get("codec_sha256"), header["codec"]["sha256"])):
-            if theirs != ours:
+        their_codes = recorded_code_ids(extra.get("codec_sha256"), extra.get("codec_codes_of", []))
+        our_codes = recorded_code_ids(header["codec"]["sha256"], header["codec"].get("codes_of", []))
+        for what, same in (
+                ("tokenizer", (extra.get("tokenizer") or {}).get("sha256")
+                 == header["tokenizer"]["sha256"]),
+                ("codec", bool(their_codes & our_codes))):  # the same codes, if not the same file
+            if not same:
                 raise VoxlmError(f"--init {self.config.init} was trained with another {what} than "
                                  f"the tokens in {self.shards.folder}",
                                  f"tokenize with its {what} (`voxlm lm tokenize --tokenizer "
@@ -280,6 +283,7 @@ class LMTask:
         header, layout = self.shards.header, self.config.layout
         extra = {"mode": layout.mode, "tokenizer": header["tokenizer"],
                  "codec_sha256": header["codec"]["sha256"], "codec_path": header["codec"]["path"],
+                 "codec_codes_of": header["codec"].get("codes_of", []),
                  "frame_rate": header["frame_rate"], "tts_delay": layout.tts_delay,
                  "asr_delay": layout.asr_delay, "duplex_text_delay": layout.duplex_text_delay}
         state = weights["lm"] if weights else unwrap(self.lm).state_dict()
