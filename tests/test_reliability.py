@@ -229,6 +229,8 @@ CLI_ERRORS = {
                                       ["holds a codec with another config", "--config"]),
     "codec-train-lr-zero": (TRAIN + " --data {corpus} --out {d}/r3 --lr 0",
                             ["--lr is 0.0", "positive learning rate"]),
+    "codec-train-pitch-weight-nan": (TRAIN + " --data {corpus} --out {d}/r4 --pitch-weight nan",
+                                     ["--pitch-weight is nan", "pass 0 or more"]),
     "eval-codec-compare-twice": ("eval codec --data {corpus} --report {d}/rep --checkpoint "
                                  "{d}/tiny.safetensors --compare {d}/tiny.safetensors --compare "
                                  "{d}/tiny.safetensors", ["both named voxlm[tiny]"]),

@@ -322,6 +322,8 @@ def _add_codec(top, add):
     p.add_argument("--segment-frames", type=int, default=24, help="80 ms frames per segment")
     p.add_argument("--adversarial-start", type=int, default=2000, help="step the GAN losses start")
     p.add_argument("--lr", type=float, default=1e-3, help="the codec's peak learning rate")
+    p.add_argument("--pitch-weight", type=float, default=5.0,
+                   help="weight of the F0 and voicing losses (harmonic vocoder)")
     p.add_argument("--init", type=Path, default=None,
                    help="start from this codec file or run folder (same --config)")
     p.add_argument("--decoder-only", action="store_true",
