@@ -170,6 +170,28 @@ def test_resume_after_kill_reproduces_the_run(tiny_corpus, tmp_path):
     assert all(torch.equal(d1[k], d2[k]) for k in d1)
 
 
+def test_pitch_shift_moves_f0_and_its_targets_together(tiny_corpus):
+    from voxlm.codec.train import CodecData
+    from voxlm.pitch import pitch_track
+
+    data = CodecData(tiny_corpus, codec_config("tiny"), progress=False)
+    plain = data.batch(seed=4, step=0, size=6, frames=16)
+    assert all(torch.equal(a, b) for a, b in zip(plain, data.batch(4, 0, 6, 16, pitch_shift=0.0)))
+    audio, _, f0 = data.batch(4, 0, 6, 16, pitch_shift=7.0, pitch_shift_share=1.0)
+    checked, ratios = 0, []
+    for row in range(6):
+        heard, _ = pitch_track(audio[row, 0].numpy())
+        target = f0[row, : len(heard)].numpy()
+        both = (heard > 0) & (target > 0)
+        if both.sum() >= 20:
+            checked += 1  # the targets follow the shifted audio's own pitch
+            assert abs(np.median(heard[both] / target[both]) - 1) < 0.05
+        if f0[row, 0] > 0 and plain[2][row, 0] > 0:  # the same first frame, F0 times the ratio
+            ratios.append(float(f0[row, 0] / plain[2][row, 0]))
+    assert checked >= 3 and ratios
+    assert all(2 ** (-7.01 / 12) < r < 2 ** (7.01 / 12) and abs(r - 1) > 1e-3 for r in ratios)
+
+
 def test_decoder_only_run_keeps_every_code(tiny_corpus, tmp_path):
     config = TrainConfig(steps=4, warmup=1, save_every=100, log_every=1, seed=1)
     Trainer(small_task(tiny_corpus, adversarial_start=1000), config, tmp_path / "first",

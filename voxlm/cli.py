@@ -324,6 +324,9 @@ def _add_codec(top, add):
     p.add_argument("--lr", type=float, default=1e-3, help="the codec's peak learning rate")
     p.add_argument("--pitch-weight", type=float, default=5.0,
                    help="weight of the F0 and voicing losses (harmonic vocoder)")
+    p.add_argument("--pitch-shift", type=float, default=0.0,
+                   help="resample half the segments by up to this many semitones either way "
+                        "(voices outside the corpus's pitch range)")
     p.add_argument("--init", type=Path, default=None,
                    help="start from this codec file or run folder (same --config)")
     p.add_argument("--decoder-only", action="store_true",

@@ -128,11 +128,14 @@ def cmd_codec_train(args):
                               segment_frames=args.segment_frames,
                               adversarial_start=args.adversarial_start, max_items=args.max_items,
                               lr=args.lr, init=str(args.init or ""), decoder_only=args.decoder_only,
-                              pitch_weight=args.pitch_weight)
+                              pitch_weight=args.pitch_weight, pitch_shift=args.pitch_shift)
     if not args.lr > 0:
         raise VoxlmError(f"--lr is {args.lr}", "pass a positive learning rate, e.g. 3e-4")
     if not args.pitch_weight >= 0:
         raise VoxlmError(f"--pitch-weight is {args.pitch_weight}", "pass 0 or more, e.g. 5")
+    if not 0 <= args.pitch_shift <= 12:
+        raise VoxlmError(f"--pitch-shift is {args.pitch_shift}",
+                         "pass semitones from 0 to 12, e.g. 5")
     _train("codec", CodecTask(args.data, codec_config(args.config), config,
                               progress=not args.quiet), args)
 

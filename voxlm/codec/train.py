@@ -55,6 +55,8 @@ class CodecTrainConfig:
     pitch_teacher_forcing: bool = True  # synthesise with the target F0 where it is voiced
     band_limit_share: float = 0.3  # rows low-passed at 3.4-4 kHz, like telephone speech
     gain_db: tuple = (-10.0, 6.0)  # range of the random level change per row
+    pitch_shift: float = 0.0  # semitones: resample a share of the rows up to this far either way
+    pitch_shift_share: float = 0.5
     init: str = ""  # a codec file (or run folder) whose weights the run starts from
     # train only the decoding side (decoder and the codebooks' output projections): the
     # encoder and codebooks stay as they are, so every token written with them stays valid
@@ -115,11 +117,20 @@ class CodecData:
         self.seconds = sum(len(a) for a in self.audio) / config.sample_rate
 
     def batch(self, seed: int, step: int, size: int, frames: int, band_limit_share: float = 0.0,
-              gain_db: tuple = (0.0, 0.0)):
+              gain_db: tuple = (0.0, 0.0), pitch_shift: float = 0.0,
+              pitch_shift_share: float = 0.5):
         """-> audio [size, 1, frames * hop], teacher [size, frames, 384], F0 targets
         [size, frames * hop / 160] (Hz, 0 where unvoiced; all 0 without pitch), all float32.
         A `band_limit_share` of the rows is low-passed at 3.4-4 kHz (telephone speech) and each
-        row's level is moved by a gain drawn from `gain_db`: the codec reproduces what it gets."""
+        row's level is moved by a gain drawn from `gain_db`: the codec reproduces what it gets.
+        With `pitch_shift` (semitones), a `pitch_shift_share` of the rows is resampled by a
+        factor up to that far either way: F0 and formants move together, as from a smaller or
+        larger speaker, so voices outside the corpus's pitch range are heard in training."""
+        ratios = np.ones(size)
+        if pitch_shift > 0:  # their own draws: the items do not depend on them
+            shifts = np.random.default_rng([seed, step, 13])
+            shifted = shifts.random(size) < pitch_shift_share
+            ratios[shifted] = 2.0 ** (shifts.uniform(-pitch_shift, pitch_shift, size)[shifted] / 12)
         rng = np.random.default_rng([seed, step])
         audio = np.zeros((size, 1, frames * self.hop), np.float32)
         teacher = np.zeros((size, frames, self.teacher[0].shape[1]), np.float32)
@@ -127,6 +138,10 @@ class CodecData:
         for row, item in enumerate(rng.integers(len(self.audio), size=size)):
             have = len(self.teacher[item])
             start = int(rng.integers(0, max(1, have - frames + 1)))
+            if ratios[row] != 1.0:
+                self._shifted_row(item, start, float(ratios[row]), audio[row, 0], teacher[row],
+                                  f0[row])
+                continue
             take = min(frames, have - start)
             clip = self.audio[item][start * self.hop: (start + take) * self.hop]
             audio[row, 0, : len(clip)] = clip / 32767.0
@@ -142,6 +157,28 @@ class CodecData:
             audio[row, 0] *= 10.0 ** (rng.uniform(*gain_db) / 20.0)
         np.clip(audio, -1.0, 1.0, out=audio)
         return torch.from_numpy(audio), torch.from_numpy(teacher), torch.from_numpy(f0)
+
+    def _shifted_row(self, item: int, start: int, ratio: float, audio, teacher, f0):
+        """Fill one row (audio [N], teacher [frames, D], f0 [N / 160]) from `item` at frame
+        `start`, played `ratio` times faster: the source span of N * ratio samples is resampled
+        to N (band-limited, by FFT), F0 scales by `ratio` and the targets follow the time warp."""
+        n = len(audio)
+        source = self.audio[item][start * self.hop: start * self.hop + int(round(n * ratio))]
+        out = min(n, int(len(source) / ratio))
+        if out < 2:
+            return
+        spectrum = np.fft.rfft(source.astype(np.float32) / 32767.0)
+        keep = min(len(spectrum), out // 2 + 1)  # above the new Nyquist is cut (anti-aliasing)
+        audio[:out] = np.fft.irfft(spectrum[:keep], n=out) * (out / len(source))
+        frames = -(-out // self.hop)
+        index = np.minimum(start + (np.arange(frames) * ratio).astype(int), len(self.teacher[item]) - 1)
+        teacher[:frames] = self.teacher[item][index]
+        if self.pitch:
+            track = self.pitch[item]
+            sub = -(-out // STFT_HOP)
+            index = start * self.sub + (np.arange(sub) * ratio).astype(int)
+            inside = index < len(track)
+            f0[:sub][inside] = track[index[inside]] * ratio
 
 
 class CodecTask:
@@ -231,7 +268,8 @@ class CodecTask:
         """This process's microbatches of the global batch for `step`."""
         tensors = self.data.batch(self.train_config.seed, step, self.config.batch_size,
                                   self.config.segment_frames, self.config.band_limit_share,
-                                  self.config.gain_db)  # audio, teacher, F0
+                                  self.config.gain_db, self.config.pitch_shift,
+                                  self.config.pitch_shift_share)  # audio, teacher, F0
         per_rank = self.config.batch_size // dist.world
         lo = dist.rank * per_rank
         parts = [t[lo: lo + per_rank].to(dist.device).chunk(self.config.accum) for t in tensors]
