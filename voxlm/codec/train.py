@@ -357,31 +357,28 @@ TRAINING_ONLY = ("embed_sum", "usage", "idle")  # quantizer statistics inference
 
 
 def load_initial_weights(codec: Codec, path) -> tuple:
-    """`codec` takes the weights of a codec file or run folder with the same config. An
-    inference file has no EMA statistics: they restart from its codebooks, as after k-means.
-    -> the sha256 of the file and of those whose codes it keeps (see Codec.codes_of)."""
+    """`codec` takes the weights of a codec file or run folder with the same config. Model
+    files hold no EMA statistics (`export_codec`): they restart from the codebooks, as after
+    k-means. -> the sha256 of the file and of those whose codes it keeps (Codec.codes_of)."""
     import hashlib
 
-    from ..checkpoint import load_into, load_model
+    from .model import load_codec
     from .quantize import Codebook
 
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    tensors, config, extra = load_model(path, "codec")
-    config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-    config.setdefault("vocoder", "istft")
-    if config != asdict(codec.config):
+    path = Path(path) / "model.safetensors" if Path(path).is_dir() else Path(path)
+    source = load_codec(path)  # validates the file
+    if source.config != codec.config:
         raise VoxlmError(f"{path} holds a codec with another config than this run's",
                          "pass the --config it was trained with (tiny or base)")
-    load_into(codec, tensors, path, optional=TRAINING_ONLY)
+    state = {k: v for k, v in source.state_dict().items() if not k.endswith(TRAINING_ONLY)}
+    codec.load_state_dict(state, strict=False)  # all but the EMA statistics, set here:
     with torch.no_grad():
-        for name, module in codec.named_modules():
-            if isinstance(module, Codebook) and f"{name}.embed_sum" not in tensors:
+        for module in codec.modules():
+            if isinstance(module, Codebook):
                 module.embed_sum.copy_(module.embed)
                 module.usage.fill_(1.0)
                 module.idle.zero_()
-    return (hashlib.sha256(path.read_bytes()).hexdigest(), *extra.get("codes_of", []))
+    return (hashlib.sha256(path.read_bytes()).hexdigest(), *source.codes_of)
 
 
 def export_codec(codec: Codec, path, dtype=None, int8: bool = False) -> Path:
