@@ -73,11 +73,11 @@ def lm_extra(path: Path) -> dict:
         return {}
 
 
-def check_codec(lm, codec, extra: dict, codec_path: Path):
+def check_codec(lm, codec, extra: dict, codec_sha: str):
     """The LM must model this codec's codes: its vocabulary, codebooks, and (when recorded)
     the codes of the codec its training tokens came from (that file, or one that keeps its
-    codes: a decoder-only fine-tune)."""
-    from ..lm.tokenize_corpus import codec_code_ids, recorded_code_ids, sha256_bytes
+    codes: a decoder-only fine-tune). `codec_sha`: the sha256 of `codec`'s file."""
+    from ..lm.tokenize_corpus import recorded_code_ids
 
     c, cc = lm.config, codec.config
     if cc.codebook_size > c.card or cc.n_q < c.n_q:
@@ -85,10 +85,9 @@ def check_codec(lm, codec, extra: dict, codec_path: Path):
                          f"the LM ({c.n_q} codebooks of {c.card})",
                          "pass --codec the codec the LM's tokens were made with")
     trained = recorded_code_ids(extra.get("codec_sha256"), extra.get("codec_codes_of", []))
-    if trained and not trained & codec_code_ids(codec_path):
+    if trained and not trained & {codec_sha, *codec.codes_of}:
         raise VoxlmError(f"the LM was trained on codes of another codec (sha256 "
-                         f"{extra['codec_sha256'][:12]}, given "
-                         f"{sha256_bytes(Path(codec_path).read_bytes())[:12]})",
+                         f"{extra['codec_sha256'][:12]}, given {codec_sha[:12]})",
                          "pass --codec the codec its tokens were made with (tokens.json names it)")
 
 
@@ -522,8 +521,8 @@ def run_lm_eval(report, checkpoint=None, codec=None, data=None, limit: int = DEF
         codec = _recorded_codec(extra, data)
     codec_path = codec_file(codec)
     codec_model = load_codec(codec_path)
-    check_codec(lm, codec_model, extra, codec_path)
-    codec_sha = sha256_bytes(codec_path.read_bytes())  # keys the cached codes
+    codec_sha = sha256_bytes(codec_path.read_bytes())  # also keys the cached codes
+    check_codec(lm, codec_model, extra, codec_sha)
     cache = Path(cache) if cache is not None else report / "cache"
     results = {"checkpoint": str(path), "codec": str(codec_path), "mode": extra.get("mode"),
                "limit": limit, "seed": seed}

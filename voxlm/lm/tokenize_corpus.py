@@ -234,8 +234,8 @@ def tokenize_corpus(corpus, out, codec=None, tokenizer=None, workers: int = 2,
                             "sha256": sha256_bytes(text.model_proto)},
               "frame_rate": model.config.frame_rate, "n_q": model.config.n_q,
               "codebook_size": model.config.codebook_size}
-    if codec_codes_of(path):  # only when there are some: older headers stay equal
-        header["codec"]["codes_of"] = codec_codes_of(path)
+    if model.codes_of:  # only when there are some: older headers stay equal
+        header["codec"]["codes_of"] = list(model.codes_of)
     _check_header(out, header)
     (out / "parts").mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out / "parts")
