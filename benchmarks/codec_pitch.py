@@ -6,7 +6,10 @@ same held-out files (the first --limit of `voxlm eval codec`'s spread over speak
 codebook of the codec:
   - F0 from the codes against YIN on the input (`voxlm.pitch`, the training targets): median
     ratio predicted / YIN on frames both call voiced, the share of frames off by more than 20%
-    (gross errors), and voicing agreement; per speaker as well, since the error is a bias;
+    (gross errors), the median absolute error in cents on frames YIN calls voiced (per 10 ms
+    frame, and of the mean over each codec frame where all its 10 ms frames are voiced: what
+    the codes carry, against what the contour within a codec frame adds), and voicing
+    agreement; per speaker as well, since the error can be a bias;
   - STOI and PESQ (wb) of the decoded audio as the codec makes it (F0 predicted from the codes)
     and, as a ceiling, decoded from the same codes with the YIN F0 of the input (oracle F0):
     what the codes' other content is worth once F0 is right.
@@ -58,10 +61,17 @@ def score_file(codec, audio: np.ndarray) -> dict:
     voiced, called = target > 0, pitch.voicing_logit[0].numpy() > 0
     both = voiced & called
     ratio = predicted[both] / target[both]
+    cents = 1200 * np.log2(predicted[voiced] / target[voiced])
+    sub = codec.config.hop // STFT_HOP  # 10 ms frames per codec frame
+    whole = frames // sub * sub
+    in_frame = voiced[:whole].reshape(-1, sub).all(1)
+    error = np.log2(predicted[:whole] / np.where(voiced, target, 1.0)[:whole]).reshape(-1, sub)
+    frame_cents = 1200 * error[in_frame].mean(1)
     return {"stoi": stoi(audio, made, SAMPLE_RATE), "pesq": pesq(SAMPLE_RATE, audio, made, "wb"),
             "stoi_oracle_f0": stoi(audio, oracle, SAMPLE_RATE),
             "pesq_oracle_f0": pesq(SAMPLE_RATE, audio, oracle, "wb"),
-            "ratios": ratio.tolist(), "voicing_agreement": float(np.mean(voiced == called)),
+            "ratios": ratio.tolist(), "cents": cents.tolist(), "frame_cents": frame_cents.tolist(),
+            "voicing_agreement": float(np.mean(voiced == called)),
             "yin_median_hz": float(np.median(target[voiced])) if voiced.any() else float("nan")}
 
 
@@ -69,7 +79,11 @@ def summarize(scores: list) -> dict:
     ratios = np.concatenate([np.asarray(s["ratios"]) for s in scores])
     out = {k: float(np.mean([s[k] for s in scores]))
            for k in ("stoi", "pesq", "stoi_oracle_f0", "pesq_oracle_f0", "voicing_agreement")}
+    cents = {k: np.abs(np.concatenate([np.asarray(s[k]) for s in scores]))
+             for k in ("cents", "frame_cents")}
     out.update(files=len(scores), f0_ratio_median=float(np.median(ratios)),
+               cents_median=float(np.median(cents["cents"])),
+               frame_cents_median=float(np.median(cents["frame_cents"])),
                gross_error_share=float(np.mean(np.abs(np.log(ratios)) > np.log(1 + GROSS))),
                yin_median_hz=float(np.median([s["yin_median_hz"] for s in scores])))
     return out
@@ -90,8 +104,9 @@ def main(argv=None):
     for folder in args.data:
         rows = eval_rows(folder, args.limit)
         header = ("| codec | files | YIN median Hz | F0 ratio (codes / YIN), median | gross F0 "
-                  "errors | voicing agreement | STOI | STOI, oracle F0 | PESQ | PESQ, oracle F0 |")
-        lines += [f"## {folder.name}: {len(rows)} files", "", header, "|---" * 10 + "|"]
+                  "errors | F0 error, median cents (10 ms / codec frame) | voicing agreement | STOI | "
+                  "STOI, oracle F0 | PESQ | PESQ, oracle F0 |")
+        lines += [f"## {folder.name}: {len(rows)} files", "", header, "|---" * 11 + "|"]
         speaker_lines = []
         for checkpoint in checkpoints:
             name = "shipped" if checkpoint is None else str(checkpoint)
@@ -105,6 +120,7 @@ def main(argv=None):
             results[f"{folder.name}/{name}"] = {"all": s, "speakers": speakers}
             lines.append(f"| {name} | {s['files']} | {s['yin_median_hz']:.0f} | "
                          f"{s['f0_ratio_median']:.2f} | {s['gross_error_share']:.0%} | "
+                         f"{s['cents_median']:.0f} / {s['frame_cents_median']:.0f} | "
                          f"{s['voicing_agreement']:.0%} | {s['stoi']:.3f} | "
                          f"{s['stoi_oracle_f0']:.3f} | {s['pesq']:.2f} | {s['pesq_oracle_f0']:.2f} |")
             for speaker, v in sorted(speakers.items()):
