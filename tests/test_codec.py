@@ -143,7 +143,7 @@ def held_out_mel(task, codec) -> float:
 
 
 def test_tiny_codec_learns(tiny_corpus, tmp_path):
-    config = TrainConfig(steps=40, lr=1.0, warmup=2, save_every=100, log_every=1, seed=1)
+    config = TrainConfig(steps=40, warmup=2, save_every=100, log_every=1, seed=1)
     trainer = Trainer(small_task(tiny_corpus, adversarial_start=1000), config, tmp_path, progress=False)
     before = held_out_mel(trainer.task, trainer.task.codec)
     trainer.run()

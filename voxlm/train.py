@@ -50,8 +50,9 @@ from .errors import VoxlmError
 
 @dataclass
 class TrainConfig:
+    """The loop's settings. Learning rates belong to the task (its optimizers' base rates);
+    the loop scales them all by lr_factor (warm-up, then cosine decay)."""
     steps: int = 1000
-    lr: float = 1e-3  # peak learning rate multiplier for every optimizer's base rate
     warmup: int = 100  # linear warm-up steps
     min_lr_ratio: float = 0.1  # cosine decays to this fraction of the peak
     save_every: int = 200
@@ -307,7 +308,7 @@ class Trainer:
             bar.update(1)
             if self.step % self.config.log_every == 0 or self.step == self.config.steps:
                 now = time.time()
-                metrics = {**metrics, "lr": factor}
+                metrics = {**metrics, "lr": factor}  # the schedule's factor on every base rate
                 self.log(metrics, (now - last_log) / window)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in list(metrics.items())[:4]})
                 last_log, window = now, 0
