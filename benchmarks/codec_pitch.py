@@ -61,12 +61,11 @@ def score_file(codec, audio: np.ndarray) -> dict:
     voiced, called = target > 0, pitch.voicing_logit[0].numpy() > 0
     both = voiced & called
     ratio = predicted[both] / target[both]
-    cents = 1200 * np.log2(predicted[voiced] / target[voiced])
+    error = 1200 * np.log2(predicted / np.where(voiced, target, 1.0))  # cents where voiced
     sub = codec.config.hop // STFT_HOP  # 10 ms frames per codec frame
     whole = frames // sub * sub
     in_frame = voiced[:whole].reshape(-1, sub).all(1)
-    error = np.log2(predicted[:whole] / np.where(voiced, target, 1.0)[:whole]).reshape(-1, sub)
-    frame_cents = 1200 * error[in_frame].mean(1)
+    cents, frame_cents = error[voiced], error[:whole].reshape(-1, sub)[in_frame].mean(1)
     return {"stoi": stoi(audio, made, SAMPLE_RATE), "pesq": pesq(SAMPLE_RATE, audio, made, "wb"),
             "stoi_oracle_f0": stoi(audio, oracle, SAMPLE_RATE),
             "pesq_oracle_f0": pesq(SAMPLE_RATE, audio, oracle, "wb"),
