@@ -27,11 +27,8 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
-
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from duplex_load import FRAME_S, describe, measure, parse_with_model, table  # noqa: E402
