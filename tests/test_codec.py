@@ -170,6 +170,31 @@ def test_resume_after_kill_reproduces_the_run(tiny_corpus, tmp_path):
     assert all(torch.equal(d1[k], d2[k]) for k in d1)
 
 
+def test_stop_at_ends_a_run_saved_on_its_schedule_and_it_goes_on(tiny_corpus, tmp_path):
+    from voxlm.checkpoint import load_torch
+    from voxlm.errors import VoxlmError
+    from voxlm.train import lr_factor
+
+    config = TrainConfig(steps=6, warmup=2, save_every=5, log_every=1, seed=3)
+    whole = Trainer(small_task(tiny_corpus), config, tmp_path / "whole", progress=False)
+    whole.run()
+    stopped = replace(config, stop_at=4)
+    early = Trainer(small_task(tiny_corpus), stopped, tmp_path / "early", progress=False)
+    assert early.run() == 4
+    assert load_torch(tmp_path / "early" / "train_state.pt")["step"] == 4  # saved off save_every
+    rows = [json.loads(line) for line in (tmp_path / "early" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert rows[-1]["lr"] == pytest.approx(lr_factor(3, config))  # the 6-step schedule's rate
+    codec = load_codec(tmp_path / "early")  # the model file is written at the stop
+    assert codec.encode(torch.zeros(1, 1, codec.config.hop)).shape[-1] == 1
+    going_on = Trainer(small_task(tiny_corpus), config, tmp_path / "early", progress=False)
+    assert going_on.run() == 6
+    a, b = whole.task.codec.state_dict(), going_on.task.codec.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "a stopped run, resumed, left the schedule"
+    with pytest.raises(VoxlmError, match="--stop-at 9"):
+        Trainer(small_task(tiny_corpus), TrainConfig(steps=6, stop_at=9), tmp_path / "bad", progress=False)
+
+
 def test_pitch_shift_moves_f0_and_its_targets_together(tiny_corpus):
     from voxlm.codec.train import CodecData
     from voxlm.pitch import pitch_track

@@ -176,6 +176,9 @@ def _add_lm(top, add):
                    help="aligned: frames audio lags text (25 = 2 s, Moshi's)")
     p.add_argument("--asr-delay", type=int, default=25,
                    help="aligned: frames text lags audio")
+    p.add_argument("--stop-at", type=int, default=0, metavar="STEP",
+                   help="end the run at this step, saved, with the learning-rate schedule still "
+                        "that of --steps (0: run all; run again without it to go on)")
     p.add_argument("--save-every", type=int, default=250, help="checkpoint every N steps")
     p.add_argument("--log-every", type=int, default=10, help="log every N steps")
     p.add_argument("--valid-every", type=int, default=0, metavar="N",
@@ -333,6 +336,9 @@ def _add_codec(top, add):
                    help="with --init: train only the decoding side; codes (and every token "
                         "already written with them) stay the same")
     p.add_argument("--max-items", type=int, default=0, help="use only the first N items (0: all)")
+    p.add_argument("--stop-at", type=int, default=0, metavar="STEP",
+                   help="end the run at this step, saved, with the learning-rate schedule still "
+                        "that of --steps (0: run all; run again without it to go on)")
     p.add_argument("--save-every", type=int, default=250, help="checkpoint every N steps")
     p.add_argument("--log-every", type=int, default=10, help="log every N steps")
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: default)")

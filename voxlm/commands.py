@@ -146,7 +146,8 @@ def _train(name: str, task, args, warmup=None, bf16: bool = False, fsdp: bool = 
     from .train import TrainConfig, Trainer
 
     warmup = warmup if warmup is not None else min(500, args.steps // 10 + 1)
-    train = TrainConfig(steps=args.steps, save_every=args.save_every, log_every=args.log_every,
+    train = TrainConfig(steps=args.steps, stop_at=args.stop_at, save_every=args.save_every,
+                        log_every=args.log_every,
                         seed=args.seed, threads=args.threads, warmup=warmup, bf16=bf16,
                         fsdp=fsdp)
     trainer = Trainer(task, train, args.out, progress=not args.quiet)

@@ -53,6 +53,7 @@ class TrainConfig:
     """The loop's settings. Learning rates belong to the task (its optimizers' base rates);
     the loop scales them all by lr_factor (warm-up, then cosine decay)."""
     steps: int = 1000
+    stop_at: int = 0  # end (saved, validated) at this step; the schedule still spans `steps`
     warmup: int = 100  # linear warm-up steps
     min_lr_ratio: float = 0.1  # cosine decays to this fraction of the peak
     save_every: int = 200
@@ -141,6 +142,9 @@ class Trainer:
                                    ("--log-every", config.log_every, 1), ("--threads", config.threads, 0)):
             if value < least:
                 raise VoxlmError(f"{flag} is {value}", f"pass a whole number of at least {least}")
+        if not 0 <= config.stop_at <= config.steps:
+            raise VoxlmError(f"--stop-at {config.stop_at} is outside the {config.steps}-step schedule",
+                             f"pass a step from 1 to --steps ({config.steps}), or 0 to run it all")
         if config.fsdp and not hasattr(task, "shard"):
             raise VoxlmError(f"{task.name} training has no --fsdp", "drop --fsdp: it trains with DDP")
         self.dist = setup_distributed()
@@ -293,7 +297,8 @@ class Trainer:
         bar = tqdm(total=self.config.steps, initial=self.step, disable=not (self.progress and self.dist.main),
                    desc=f"{self.task.name} train" + (" (resumed)" if resumed else ""), unit="step")
         last_log, window = time.time(), 0
-        while self.step < self.config.steps:
+        end = self.config.stop_at or self.config.steps  # --stop-at: an early end, saved
+        while self.step < end:
             if stop_at is not None and self.step >= stop_at:
                 break
             factor = lr_factor(self.step, self.config)
@@ -306,16 +311,16 @@ class Trainer:
             self.step += 1
             window += 1
             bar.update(1)
-            if self.step % self.config.log_every == 0 or self.step == self.config.steps:
+            if self.step % self.config.log_every == 0 or self.step == end:
                 now = time.time()
                 metrics = {**metrics, "lr": factor}  # the schedule's factor on every base rate
                 self.log(metrics, (now - last_log) / window)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in list(metrics.items())[:4]})
                 last_log, window = now, 0
             every = getattr(self.task, "valid_every", 0)
-            if every and (self.step % every == 0 or self.step == self.config.steps):
+            if every and (self.step % every == 0 or self.step == end):
                 self.validate()
-            if self.step % self.config.save_every == 0 or self.step == self.config.steps:
+            if self.step % self.config.save_every == 0 or self.step == end:
                 self.save()
         bar.close()
         self.task.unwrap()
