@@ -1,15 +1,27 @@
-# bash recipes/codec.sh   (trains the shipped default codec: about 2.5-3 hours on an idle 2-core CPU)
-# On a GPU the same commands run there (bf16 autocast); with several: prefix the train line
+# bash recipes/codec.sh   (trains the shipped default codec: about 3 hours on an idle 2-core CPU)
+# On a GPU the same commands run there (bf16 autocast); with several: prefix the train lines
 # with `torchrun --nproc_per_node N -m` in place of `voxlm` and raise --batch-size.
 set -euo pipefail
 voxlm synth corpus --out data/corpus --minutes 120                  # 2063 items, ~11 min
 voxlm codec teacher --data data/corpus                              # Whisper tiny.en states, ~3 min
-# the first run also caches YIN pitch targets (data/corpus/pitch, ~2 min)
+# stage 1: reconstruction losses. The first run also caches YIN pitch targets (data/corpus/pitch,
+# ~2 min). The shipped codec's stage 1 ended at step 3750 of this 7000-step schedule
 voxlm codec train --data data/corpus --out runs/codec_base --config base \
-    --steps 7000 --batch-size 8 --adversarial-start 6000 --save-every 250   # resumes if killed
+    --steps 7000 --stop-at 3750 --batch-size 8 --adversarial-start 6000 --save-every 250
+# stage 2: the encoder learns to carry F0, on the corpus grown to 4 hours (the same seed: the
+# first 2 hours are the same items; recipes/lm.sh trains on it too). F0 loss weight 5 -> 25;
+# half of each batch resampled by up to 7 semitones either way (voices outside the corpus's
+# pitch range); discriminators for the last 2000 steps (0.45 s per step, then 1.0 s: ~1 h 25 min)
+voxlm synth corpus --out data/corpus --minutes 240                  # 4040 items, ~11 min more
+voxlm codec train --data data/corpus --out runs/codec_f0 --config base \
+    --init runs/codec_base/model.safetensors --pitch-weight 25 --pitch-shift 7 --lr 5e-4 \
+    --steps 7000 --adversarial-start 5000 --batch-size 8 --save-every 250 --seed 3
 voxlm synth corpus --out data/heldout --minutes 4 --engines festival --augment 0
 voxlm synth realset --out data/realset
-voxlm eval codec --data data/heldout --data data/realset --report reports/codec \
-    --checkpoint runs/codec_base --probe-data data/corpus
-voxlm codec export runs/codec_base voxlm/assets/codec.safetensors --int8 \
+voxlm codec teacher --data data/corpus    # held-out items too: the probe reads every item
+voxlm codec export runs/codec_f0 voxlm/assets/codec.safetensors --int8 \
     --curve docs/codec_training_curve.png
+voxlm eval codec --data data/heldout --data data/realset --report reports/codec \
+    --checkpoint voxlm/assets/codec.safetensors --probe-data data/corpus
+python benchmarks/codec_pitch.py --data data/heldout --data data/realset \
+    --checkpoint voxlm/assets/codec.safetensors
