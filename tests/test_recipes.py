@@ -8,7 +8,8 @@ import pytest
 
 from voxlm.cli import build_parser
 
-RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.sh"))
+RECIPE_DIR = Path(__file__).parent.parent / "recipes"
+RECIPES = sorted(RECIPE_DIR.glob("*.sh"))
 ENDS = {"&&", "||", ";", ";;", "|", ")"}
 
 
@@ -71,6 +72,6 @@ def test_the_check_catches_a_mistyped_flag(tmp_path, capsys):
 
 
 def test_tiny_runs_the_three_stage_recipes():
-    text = (Path(__file__).parent.parent / "recipes" / "tiny.sh").read_text()
+    text = (RECIPE_DIR / "tiny.sh").read_text()
     assert re.search(r"for stage in codec dialogue lm", text)
-    assert all((RECIPES[0].parent / f"{stage}.sh").exists() for stage in ("codec", "dialogue", "lm"))
+    assert all((RECIPE_DIR / f"{stage}.sh").exists() for stage in ("codec", "dialogue", "lm"))
