@@ -176,11 +176,7 @@ def _add_lm(top, add):
                    help="aligned: frames audio lags text (25 = 2 s, Moshi's)")
     p.add_argument("--asr-delay", type=int, default=25,
                    help="aligned: frames text lags audio")
-    p.add_argument("--stop-at", type=int, default=0, metavar="STEP",
-                   help="end the run at this step, saved, with the learning-rate schedule still "
-                        "that of --steps (0: run all; run again without it to go on)")
-    p.add_argument("--save-every", type=int, default=250, help="checkpoint every N steps")
-    p.add_argument("--log-every", type=int, default=10, help="log every N steps")
+    loop_flags(p)
     p.add_argument("--valid-every", type=int, default=0, metavar="N",
                    help="held-out loss on split valid every N steps and at the last, logged as "
                         "valid_loss; the best step's weights go to RUN/best.safetensors (0: off)")
@@ -216,6 +212,15 @@ def _add_lm(top, add):
                    help="int4 weight matrices with a scale per 32 weights (about half of --int8's "
                         "bytes; matrices whose last dimension 32 does not divide stay int8)")
     p.add_argument("--curve", type=Path, help="also plot the run's training curve to this PNG")
+
+
+def loop_flags(p):
+    """The training loop's flags of `lm train` and `codec train` (commands._train reads them)."""
+    p.add_argument("--stop-at", type=int, default=0, metavar="STEP",
+                   help="end the run at this step, saved, with the learning-rate schedule still "
+                        "that of --steps (0: run all; run again without it to go on)")
+    p.add_argument("--save-every", type=int, default=250, help="checkpoint every N steps")
+    p.add_argument("--log-every", type=int, default=10, help="log every N steps")
 
 
 def sampling_flags(p):
@@ -336,11 +341,7 @@ def _add_codec(top, add):
                    help="with --init: train only the decoding side; codes (and every token "
                         "already written with them) stay the same")
     p.add_argument("--max-items", type=int, default=0, help="use only the first N items (0: all)")
-    p.add_argument("--stop-at", type=int, default=0, metavar="STEP",
-                   help="end the run at this step, saved, with the learning-rate schedule still "
-                        "that of --steps (0: run all; run again without it to go on)")
-    p.add_argument("--save-every", type=int, default=250, help="checkpoint every N steps")
-    p.add_argument("--log-every", type=int, default=10, help="log every N steps")
+    loop_flags(p)
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
