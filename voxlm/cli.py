@@ -514,7 +514,17 @@ def main(argv=None) -> int:
         print(f"voxlm: internal error: {type(exc).__name__}: {exc} (rerun with --debug "
               "for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        leave_process_group()
     return 0
+
+
+def leave_process_group():
+    """Under torchrun: leave the process group before exit, so no rank's gloo threads are
+    still running when the interpreter tears down (a rank then aborts at exit)."""
+    dist = sys.modules.get("torch.distributed")  # only when a command imported it
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
