@@ -16,7 +16,9 @@ from voxlm.audio import SAMPLE_RATE, load_audio
 from voxlm.cli import main
 from voxlm.data import read_manifest, write_manifest
 from voxlm.eval.dialogue import (OVERLAP_S, TAIL_S, WINDOW_S, answer_correct, answered_user_turns,
-                                 expected_answer, latency_summary, response_latencies)
+                                 expected_answer, inner_text_in, latency_summary,
+                                 response_latencies, restates)
+from voxlm.eval.metrics import normalize_text
 from voxlm.synth.dialogue import DialogueConfig, synthesize_dialogues
 from voxlm.synth.text import FACTS, qa_pair
 from voxlm.turntaking import dialogue_stats
@@ -81,6 +83,19 @@ def test_answer_matching_on_real_transcripts(question, transcript, right):
 
 
 # ---------------------------------------------------------------- latency
+
+def test_inner_text_of_a_window_is_judged_as_the_speech_is():
+    words = [{"w": w, "start": t} for w, t in (("Hello", 0.2), ("Nine", 1.0), ("minus", 1.3),
+                                               ("two", 1.6), ("is", 1.8), ("7", 2.0), ("Next", 3.0))]
+    assert inner_text_in(words, 1.0, 3.0) == "Nine minus two is 7"  # start inclusive, end not
+    assert inner_text_in(words, 2.5, None) == "Next" and inner_text_in(words, 5.0, None) == ""
+    answer = expected_answer("What is nine minus two?")
+    assert answer_correct(inner_text_in(words, 1.0, 3.0), answer)
+    assert not answer_correct(inner_text_in(words, 0.0, 1.9), answer)
+    assert restates(inner_text_in(words, 0.0, 1.9), answer)  # heard, not yet answered
+    assert not restates("Nine plus two is eleven", answer) and not restates("7", answer)
+    assert not restates("Paris", expected_answer("What is the capital of France?"))
+
 
 def test_latency_equals_the_constructed_delay():
     rng = np.random.default_rng(0)
@@ -158,8 +173,22 @@ def test_report_from_a_tiny_model(corpus, runs, tmp_path, capsys):
     assert qa["reference"]["correct"] == qa["questions"], qa["items"]
     assert all(x["reference"] for x in qa["items"])  # a transcript, not an empty string
     assert 0 <= qa["generated"]["correct"] <= qa["questions"]
+    # the text each channel meant: the reference's script holds every answer, and Whisper's
+    # transcript of the reference is close to it; the model's inner text is the words it made
+    assert qa["reference"]["inner_correct"] == qa["questions"], qa["items"]
+    assert qa["reference"]["speech_text_wer"] < 0.5, qa["items"]
+    for x in qa["items"]:
+        assert x["reference_speech_errors"][1] == len(normalize_text(x["reference_inner"])) > 0
+        entry = next(d for d in results["per_dialogue"] if d["id"] == x["id"])
+        start, end = x["window_s"]
+        assert x["generated_inner"] == " ".join(
+            w["w"] for w in entry["inner_words"] if start <= w["start"] and (end is None or w["start"] < end))
+    assert 0 <= qa["generated"]["inner_correct"] <= qa["questions"]
+    assert qa["reference"]["inner_echo"] == qa["echo_questions"] == sum(
+        x["kind"] == "arithmetic" for x in qa["items"])  # the script restates every sum
     text = (report / "report.md").read_text()
-    for part in ("## Turn-taking", "## Response latency", "## Spoken QA", "| reference | "):
+    for part in ("## Turn-taking", "## Response latency", "## Spoken QA", "| reference | ",
+                 "speech WER against its text"):
         assert part in text
 
 

@@ -122,6 +122,14 @@ def answer_correct(transcript: str, answer: Answer) -> bool:
     return bool(answer.words) and _find(words, answer.words) >= 0
 
 
+def restates(text: str, answer: Answer) -> bool:
+    """The text restates the question's numbers and operator ("nine minus two is ..."), as every
+    reference answer to a sum does: the question was heard, whatever the result."""
+    from .metrics import normalize_text
+
+    return bool(answer.echo) and _find(normalize_text(text), answer.echo) >= 0
+
+
 # ---------------------------------------------------------------- what to measure per dialogue
 
 def _turns(row, channel: int) -> list:
@@ -181,6 +189,13 @@ def latency_summary(latencies: list) -> dict:
             "p90_s": float(np.percentile(hits, 90)) if hits.size else nan,
             "mean_s": float(hits.mean()) if hits.size else nan,
             "overlap_share": float(np.mean(hits < 0)) if hits.size else nan}
+
+
+def inner_text_in(words: list, start: float, end: float | None) -> str:
+    """The inner-text words (dicts with "w" and "start" s) that start in [start, end), joined:
+    what the model meant to say over a QA item's window."""
+    return " ".join(w["w"] for w in words
+                    if w["start"] >= start - 1e-9 and (end is None or w["start"] < end))
 
 
 def judge_qa(stereo: np.ndarray, items: list, judges) -> list:
@@ -327,20 +342,32 @@ def write_report(path, results: dict, gen_stats, ref_stats) -> Path:
         lines += [f"{qa['questions']} questions ({qa['excluded']} more left out: the reference "
                   "answer was interrupted). Whisper tiny.en transcribes channel 1 from the end "
                   "of the question to the next user turn; right when the transcript holds the "
-                  "expected answer words (digits read as words).", "",
-                  "| channel | right | questions | accuracy |", "|---|---|---|---|"]
+                  "expected answer words (digits read as words). The text each channel meant "
+                  "over the same window (the model's inner text; the reference's script) is "
+                  "judged the same way: it tells a model that does not know the answer from one "
+                  "that knows it and fails to say it, and the WER of the speech against that "
+                  "text measures the saying.", "",
+                  "| channel | right (speech) | right (text meant) | questions | accuracy (speech)"
+                  " | accuracy (text) | speech WER against its text |", "|---|---|---|---|---|---|---|"]
         for side in ("generated", "reference"):
             s = qa[side]
-            lines.append(f"| {side} | {s['correct']} | {qa['questions']} | "
-                         f"{_f(100 * s['accuracy'], '{:.0f}%')} |")
-        by_kind = ", ".join(f"{k} {v['generated']}/{v['questions']} (reference {v['reference']})"
-                            for k, v in qa["by_kind"].items())
+            lines.append(f"| {side} | {s['correct']} | {s['inner_correct']} | {qa['questions']} | "
+                         f"{_f(100 * s['accuracy'], '{:.0f}%')} | "
+                         f"{_f(100 * s['inner_accuracy'], '{:.0f}%')} | "
+                         f"{_f(100 * s['speech_text_wer'], '{:.1f}%')} |")
+        by_kind = ", ".join(f"{k} {v['generated']}/{v['questions']} (text {v['generated_inner']}, "
+                            f"reference {v['reference']})" for k, v in qa["by_kind"].items())
+        if qa["echo_questions"]:
+            lines += ["", f"Arithmetic questions whose numbers and operator the text meant restates"
+                      f" (\"nine minus two is ...\": the question was heard): generated "
+                      f"{qa['generated']['inner_echo']}/{qa['echo_questions']}, reference "
+                      f"{qa['reference']['inner_echo']}/{qa['echo_questions']}."]
         lines += ["", f"By kind, generated right / questions: {by_kind}.", "",
-                  "| question | expected | generated transcript | reference transcript |",
-                  "|---|---|---|---|"]
+                  "| question | expected | generated inner text | generated transcript | "
+                  "reference transcript |", "|---|---|---|---|---|"]
         for item in qa["items"][:10]:
-            cells = [item["question"], " ".join(item["expected"]), item["generated"] or "-",
-                     item["reference"] or "-"]
+            cells = [item["question"], " ".join(item["expected"]), item["generated_inner"] or "-",
+                     item["generated"] or "-", item["reference"] or "-"]
             lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
         lines.append("")
     lines += ["## Examples", "", *[f"- [{p}]({p})" for p in results["examples"]], "",
@@ -400,7 +427,9 @@ def run_dialogue_eval(report, checkpoint=None, codec=None, data="data/dialogues"
                              "reference_seconds": round(len(ref) / SAMPLE_RATE, 3),
                              "generated_seconds": round(len(gen) / SAMPLE_RATE, 3),
                              "user_turn_ends": ends, "latency_generated": g,
-                             "latency_reference": r, "inner_text": result.text})
+                             "latency_reference": r, "inner_text": result.text,
+                             "inner_words": [{"w": w.w, "start": round(w.start, 3),
+                                              "end": round(w.end, 3)} for w in result.words]})
     examples = []
     for row, gen in list(zip(rows, gens))[:EXAMPLES]:
         name = f"examples/{row['id']}.wav"
@@ -430,8 +459,11 @@ def run_dialogue_eval(report, checkpoint=None, codec=None, data="data/dialogues"
 
 
 def _qa_part(rows, refs, gens, pending, per_dialogue, judges, progress) -> dict:
-    """Judge every QA question on both channels: counts, accuracy, by kind, and every item."""
+    """Judge every QA question on both channels: counts, accuracy (of the speech, as Whisper
+    hears it, and of the text the channel meant), by kind, and every item."""
     from tqdm import tqdm
+
+    from .metrics import word_errors
 
     todo = [(k, item) for k, items in enumerate(pending) for item in items
             if not item["interrupted"]]
@@ -443,21 +475,41 @@ def _qa_part(rows, refs, gens, pending, per_dialogue, judges, progress) -> dict:
     items = []
     for k, item in tqdm(todo, desc="spoken QA", unit="question", disable=not progress):
         (gen,), (ref,) = judge_qa(gens[k], [item], judges), judge_qa(refs[k], [item], judges)
-        items.append({"id": rows[k]["id"], "question": item["question"],
-                      "kind": item["answer"].kind, "expected": list(item["answer"].words),
-                      "window_s": [item["start"], item["end"]],
-                      "generated": gen["transcript"], "generated_correct": gen["correct"],
-                      "reference": ref["transcript"], "reference_correct": ref["correct"]})
+        # the text each channel meant to say: the model's inner text, the reference's script
+        meant = {"generated": per_dialogue[k]["inner_words"],
+                 "reference": [w for w in rows[k].get("words", []) if w.get("channel") == 1]}
+        x = {"id": rows[k]["id"], "question": item["question"], "kind": item["answer"].kind,
+             "expected": list(item["answer"].words), "window_s": [item["start"], item["end"]],
+             "generated": gen["transcript"], "generated_correct": gen["correct"],
+             "reference": ref["transcript"], "reference_correct": ref["correct"]}
+        for side, spoken in (("generated", gen), ("reference", ref)):
+            inner = inner_text_in(meant[side], item["start"], item["end"])
+            x[f"{side}_inner"] = inner
+            x[f"{side}_inner_correct"] = answer_correct(inner, item["answer"])
+            if item["answer"].echo:
+                x[f"{side}_inner_echo"] = restates(inner, item["answer"])
+            x[f"{side}_speech_errors"] = list(word_errors(inner, spoken["transcript"]))
+        items.append(x)
     for k, entry in enumerate(per_dialogue):
         entry["qa"] = [x for x in items if x["id"] == rows[k]["id"]]
-    out = {"questions": len(items), "excluded": excluded, "items": items, "by_kind": {}}
+    echoed = [x for x in items if "generated_inner_echo" in x]
+    out = {"questions": len(items), "excluded": excluded, "items": items, "by_kind": {},
+           "echo_questions": len(echoed)}
     for side in ("generated", "reference"):
         right = sum(x[f"{side}_correct"] for x in items)
-        out[side] = {"correct": right, "accuracy": right / len(items) if items else math.nan}
+        inner = sum(x[f"{side}_inner_correct"] for x in items)
+        errors, words = (sum(x[f"{side}_speech_errors"][i] for x in items) for i in (0, 1))
+        out[side] = {"correct": right, "accuracy": right / len(items) if items else math.nan,
+                     "inner_correct": inner,
+                     "inner_accuracy": inner / len(items) if items else math.nan,
+                     "inner_echo": sum(x[f"{side}_inner_echo"] for x in echoed),
+                     # Whisper's transcript of the channel against the text it meant to say
+                     "speech_text_wer": errors / words if words else math.nan}
     for kind in dict.fromkeys(x["kind"] for x in items):
         mine = [x for x in items if x["kind"] == kind]
         out["by_kind"][kind] = {"questions": len(mine),
                                 "generated": sum(x["generated_correct"] for x in mine),
+                                "generated_inner": sum(x["generated_inner_correct"] for x in mine),
                                 "reference": sum(x["reference_correct"] for x in mine)}
     return out
 
