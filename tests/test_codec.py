@@ -251,6 +251,43 @@ def test_decoder_only_run_keeps_every_code(tiny_corpus, tmp_path):
                 tmp_path / "first", progress=False).run()
 
 
+def test_voice_decoder_reads_codebook_one_alone(tiny_corpus, tmp_path):
+    """--decoder-codebooks 1: the codes stay those of the codec it starts from, and what it
+    decodes depends on codebook 1 only, so a language model's acoustic codebooks cannot sway it."""
+    config = TrainConfig(steps=3, warmup=1, save_every=100, log_every=1, seed=1)
+    Trainer(small_task(tiny_corpus, adversarial_start=1000), config, tmp_path / "first",
+            progress=False).run()
+    base = load_codec(tmp_path / "first")
+    voice = CodecTask(tiny_corpus, replace(codec_config("tiny"), decoder_codebooks=1),
+                      CodecTrainConfig(batch_size=4, segment_frames=8, adversarial_start=1000,
+                                       init=str(tmp_path / "first"), decoder_only=True, lr=3e-3),
+                      progress=False)
+    assert voice.n_q_for_step(0) == voice.n_q_for_step(1) == 1
+    Trainer(voice, config, tmp_path / "voice", progress=False).run()
+    tuned = load_codec(tmp_path / "voice")
+    assert tuned.config.decoder_codebooks == 1 and len(tuned.codes_of) == 1
+    audio, _, _ = voice.data.batch(seed=5, step=0, size=2, frames=8)
+    codes = base.encode(audio)  # [2, n_q, 8]
+    assert torch.equal(codes, tuned.encode(audio))
+    noise = codes.clone()
+    noise[:, 1:] = torch.randint(0, base.config.codebook_size, noise[:, 1:].shape)
+    spoken = tuned.decode(codes)
+    assert torch.equal(spoken, tuned.decode(noise)) and torch.equal(spoken, tuned.decode(codes[:, :1]))
+    assert not torch.allclose(base.decode(codes), base.decode(noise))  # the base codec reads them
+    streamed = []
+    for given in (codes, noise):  # the streaming path reads codebook 1 alone as well
+        with tuned.streaming(2):
+            streamed.append(torch.cat([tuned.decode(given[..., t: t + 1]) for t in range(8)], -1))
+    assert torch.equal(*streamed) and (streamed[0] - spoken).abs().max() < 1e-3
+    for flags, words in ((dict(), "add --decoder-only --init CODEC"),
+                         (dict(decoder_only=True, init=str(tmp_path / "first")), "pass 1 to")):
+        k = 1 if not flags else codec_config("tiny").n_q
+        bad = CodecTask(tiny_corpus, replace(codec_config("tiny"), decoder_codebooks=k),
+                        CodecTrainConfig(**flags), progress=False)
+        with pytest.raises(VoxlmError, match=words):
+            bad.setup(setup_distributed(), config)
+
+
 def test_two_process_ddp_step_equals_one_process(tiny_corpus, tmp_path):
     # one step with every loss (GAN included); a second step could flip a near-tied code
     # assignment from float summation order alone

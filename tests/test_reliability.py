@@ -224,6 +224,9 @@ CLI_ERRORS = {
                         ["--steps is 0", "at least 1"]),
     "codec-train-decoder-only-alone": (TRAIN + " --data {corpus} --out {d}/r1 --decoder-only",
                                        ["--decoder-only needs", "pass --init"]),
+    "codec-train-decoder-codebooks-alone": (TRAIN + " --data {corpus} --out {d}/r5 "
+                                            "--decoder-codebooks 1",
+                                            ["--decoder-codebooks 1 trains a decoder", "--decoder-only"]),
     "codec-train-init-other-config": (TRAIN.replace("tiny", "base") + " --data {corpus} --out "
                                       "{d}/r2 --init {d}/tiny.safetensors",
                                       ["holds a codec with another config", "--config"]),

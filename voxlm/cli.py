@@ -340,6 +340,9 @@ def _add_codec(top, add):
     p.add_argument("--decoder-only", action="store_true",
                    help="with --init: train only the decoding side; codes (and every token "
                         "already written with them) stay the same")
+    p.add_argument("--decoder-codebooks", type=int, default=0, metavar="K",
+                   help="with --decoder-only: a voice decoder that reads only codebooks 1..K "
+                        "and speaks the corpus's voice (train it on one voice; 0: all)")
     p.add_argument("--max-items", type=int, default=0, help="use only the first N items (0: all)")
     loop_flags(p)
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: default)")

@@ -120,6 +120,8 @@ def cmd_demo(args):
 
 
 def cmd_codec_train(args):
+    from dataclasses import replace
+
     from .codec.model import codec_config
     from .codec.train import CodecTask, CodecTrainConfig
     from .errors import VoxlmError
@@ -136,8 +138,8 @@ def cmd_codec_train(args):
     if not 0 <= args.pitch_shift <= 12:
         raise VoxlmError(f"--pitch-shift is {args.pitch_shift}",
                          "pass semitones from 0 to 12, e.g. 5")
-    _train("codec", CodecTask(args.data, codec_config(args.config), config,
-                              progress=not args.quiet), args)
+    model = replace(codec_config(args.config), decoder_codebooks=args.decoder_codebooks)
+    _train("codec", CodecTask(args.data, model, config, progress=not args.quiet), args)
 
 
 def _train(name: str, task, args, warmup=None, bf16: bool = False, fsdp: bool = False):

@@ -52,6 +52,10 @@ class CodecConfig:
     teacher_dim: int = 384  # semantic teacher width (Whisper tiny.en)
     sample_rate: int = SAMPLE_RATE
     vocoder: str = "harmonic"  # "harmonic" (F0-driven sines + noise) or "istft" (free phases)
+    # codebooks the decoder reads (0: all it is given). A voice decoder (`codec train
+    # --decoder-codebooks 1`) reads codebook 1 alone and speaks it in the one voice it was
+    # trained on, ignoring the acoustic codebooks a language model generates
+    decoder_codebooks: int = 0
 
     @property
     def hop(self) -> int:  # samples per codec frame
@@ -273,6 +277,8 @@ class Codec(StreamingModule):
     @torch.inference_mode()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, K, T] (K <= n_q) -> audio [B, 1, T * hop]."""
+        if self.config.decoder_codebooks:  # a voice decoder: the codebooks it was trained on
+            codes = codes[:, :self.config.decoder_codebooks]
         if self.is_streaming:
             with _plain_cpu_kernels:
                 return self.decoder.step(self.quantizer.decode_step(codes))

@@ -8,7 +8,7 @@ serves every bitrate. Batches are a pure function of (seed, step): resume is exa
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +212,13 @@ class CodecTask:
         elif self.config.decoder_only:
             raise VoxlmError("--decoder-only needs the codec whose codes it keeps",
                              "pass --init CODEC (e.g. voxlm/assets/codec.safetensors)")
+        k = self.model_config.decoder_codebooks
+        if k and not self.config.decoder_only:
+            raise VoxlmError(f"--decoder-codebooks {k} trains a decoder for the codes of a codec "
+                             "that exists", "add --decoder-only --init CODEC")
+        if not 0 <= k < self.model_config.n_q:
+            raise VoxlmError(f"--decoder-codebooks {k}",
+                             f"pass 1 to {self.model_config.n_q - 1} (0: all codebooks)")
         self.data = CodecData(self.corpus, self.model_config, max_items=self.config.max_items,
                               progress=self.progress and dist.main,
                               remove_teacher_position=self.config.remove_teacher_position,
@@ -276,6 +283,8 @@ class CodecTask:
         return list(zip(*parts))
 
     def n_q_for_step(self, step: int) -> int:
+        if self.model_config.decoder_codebooks:  # a voice decoder reads these alone
+            return self.model_config.decoder_codebooks
         rng = np.random.default_rng([self.train_config.seed, step, 7])
         if rng.random() < self.config.dropout_share:
             return int(rng.integers(1, self.model_config.n_q + 1))
@@ -367,7 +376,7 @@ def load_initial_weights(codec: Codec, path) -> tuple:
 
     path = Path(path) / "model.safetensors" if Path(path).is_dir() else Path(path)
     source = load_codec(path)  # validates the file
-    if source.config != codec.config:
+    if replace(source.config, decoder_codebooks=0) != replace(codec.config, decoder_codebooks=0):
         raise VoxlmError(f"{path} holds a codec with another config than this run's",
                          "pass the --config it was trained with (tiny or base)")
     state = {k: v for k, v in source.state_dict().items() if not k.endswith(TRAINING_ONLY)}
