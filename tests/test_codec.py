@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from voxlm.codec.files import n_q_for
 from voxlm.codec.model import Codec, codec_config, load_codec
 from voxlm.codec.train import CodecTask, CodecTrainConfig, export_codec
 from voxlm.codec.vocoder import LEVEL_SCALE, HarmonicNoiseVocoder
 from voxlm.errors import VoxlmError
+from voxlm.eval.codec_suite import codec_systems
 from voxlm.modules.conv import CausalConv1d, CausalISTFT, CausalSTFT
 from voxlm.modules.transformer import Transformer
 from voxlm.train import TrainConfig, Trainer, setup_distributed
@@ -266,6 +268,9 @@ def test_voice_decoder_reads_codebook_one_alone(tiny_corpus, tmp_path):
     Trainer(voice, config, tmp_path / "voice", progress=False).run()
     tuned = load_codec(tmp_path / "voice")
     assert tuned.config.decoder_codebooks == 1 and len(tuned.codes_of) == 1
+    # its bitrate is that of the codebooks it reads: one row in `eval codec`, whatever is asked
+    assert tuned.config.n_q_for_kbps(99.0) == n_q_for(tuned, None) == 1
+    assert list(codec_systems(tuned, (0.125, tuned.config.kbps()))) == [f"voxlm {tuned.config.kbps(1):g}k"]
     audio, _, _ = voice.data.batch(seed=5, step=0, size=2, frames=8)
     codes = base.encode(audio)  # [2, n_q, 8]
     assert torch.equal(codes, tuned.encode(audio))

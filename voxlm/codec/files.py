@@ -57,8 +57,8 @@ def roundtrip_audio(codec: Codec, audio: np.ndarray, n_q: int | None = None,
 
 
 def n_q_for(codec: Codec, kbps: float | None) -> int:
-    if kbps is None:
-        return codec.config.n_q
+    if kbps is None:  # all the codebooks its decoder reads
+        return codec.config.decoder_codebooks or codec.config.n_q
     lowest = codec.config.kbps(1)
     choices = f"choose one of {', '.join(f'{codec.config.kbps(k):g}' for k in range(1, codec.config.n_q + 1))}"
     if not math.isfinite(kbps):

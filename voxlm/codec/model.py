@@ -70,9 +70,9 @@ class CodecConfig:
         return n_q * math.log2(self.codebook_size) * self.frame_rate / 1000
 
     def n_q_for_kbps(self, kbps: float) -> int:
-        """The most codebooks whose bitrate is at most `kbps`."""
+        """The most codebooks whose bitrate is at most `kbps` (and that the decoder reads)."""
         n_q = int(kbps * 1000 / (math.log2(self.codebook_size) * self.frame_rate) + 1e-9)
-        return max(1, min(self.n_q, n_q))
+        return max(1, min(self.decoder_codebooks or self.n_q, n_q))
 
 
 def codec_config(name: str) -> CodecConfig:
