@@ -192,6 +192,34 @@ def test_report_from_a_tiny_model(corpus, runs, tmp_path, capsys):
         assert part in text
 
 
+def test_seeds_pool_more_conversations_of_the_same_dialogues(corpus, runs, tmp_path, capsys):
+    """--seeds 2: every held-out dialogue twice, the first time exactly as --seeds 1 makes it,
+    the second with other seeds; the reference is measured once."""
+    results = {}
+    for n in (1, 2):
+        report = tmp_path / f"seeds{n}"
+        assert main(["eval", "dialogue", "--report", str(report), "--checkpoint",
+                     str(runs["duplex"]), "--data", str(corpus), "--seeds", str(n), "--seed", "3",
+                     "--quiet"]) == 0, capsys.readouterr().err
+        results[n] = json.loads((report / "results.json").read_text())
+    one, two = results[1], results[2]
+    held = len(one["per_dialogue"])
+    assert two["seeds"] == 2 and two["dialogues"] == one["dialogues"] == held
+    assert [d["seed"] for d in two["per_dialogue"]] == [3 + j for j in range(2 * held)]
+    assert [d["id"] for d in two["per_dialogue"]] == [d["id"] for d in one["per_dialogue"]] * 2
+    for a, b in zip(one["per_dialogue"], two["per_dialogue"]):  # the first seed is --seeds 1's
+        assert (a["inner_text"], a["latency_generated"]) == (b["inner_text"], b["latency_generated"])
+    assert two["latency"]["generated"]["turns"] == 2 * two["latency"]["reference"]["turns"]
+    assert two["latency"]["reference"] == one["latency"]["reference"]
+    assert two["turn_taking"]["reference"] == one["turn_taking"]["reference"]
+    assert two["reference_seconds"] == one["reference_seconds"]
+    assert two["qa"]["questions"] == 2 * one["qa"]["questions"]
+    assert two["qa"]["reference"]["correct"] == 2 * one["qa"]["reference"]["correct"]
+    for entry in two["per_dialogue"]:
+        assert all((x["id"], x["seed"]) == (entry["id"], entry["seed"]) for x in entry["qa"])
+    assert "2 conversations per dialogue" in (tmp_path / "seeds2" / "report.md").read_text()
+
+
 # ---------------------------------------------------------------- bad inputs
 
 # id: (arguments with {d} the temp folder, {data} the corpus, {mono} a monologue corpus,
@@ -208,6 +236,8 @@ CLI_ERRORS = {
                                    "voxlm synth dialogues --out DIR --count 200"]),
     "eval-dialogue-limit-zero": ("--data {data} --checkpoint {run} --limit 0",
                                  ["--limit 0", "pass 1 or more dialogues"]),
+    "eval-dialogue-seeds-zero": ("--data {data} --checkpoint {run} --seeds 0",
+                                 ["--seeds 0", "pass 1 or more conversations per dialogue"]),
     "eval-dialogue-report-is-file": ("--data {data} --checkpoint {run} --report {d}/file.txt",
                                      ["exists and is not a folder", "pass a folder to --report"]),
     "eval-dialogue-not-duplex": ("--data {data} --checkpoint {aligned}",

@@ -103,6 +103,9 @@ def _add_eval_and_units(top, add):
     p.add_argument("--limit", type=int, default=20, help="dialogues (split test first, then valid)")
     sampling_flags(p)
     p.add_argument("--seed", type=int, default=0, help="generation seed (dialogue i uses seed + i)")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="conversations per dialogue, each with its own seed, pooled in every "
+                        "figure (one seed's sampling moves the QA measures by several points)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--quiet", action="store_true")
 

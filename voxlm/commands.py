@@ -388,7 +388,7 @@ def cmd_eval_dialogue(args):
 
     _threads(args)
     path = run_dialogue_eval(args.report, args.checkpoint, args.codec, args.data, args.limit,
-                             args.seed, _sampling(args), not args.quiet)
+                             args.seed, _sampling(args), not args.quiet, seeds=args.seeds)
     print(f"report: {path}")
 
 

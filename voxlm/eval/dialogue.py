@@ -318,7 +318,11 @@ def write_report(path, results: dict, gen_stats, ref_stats) -> Path:
              f"{results['reference_seconds']:.0f} s of reference. Each dialogue's user channel "
              "is replayed to the model frame by frame (`voxlm chat`'s runtime) and its channel "
              f"is generated live, up to {TAIL_S:.0f} s past the reference's end; seed "
-             f"{results['seed']}, sampling {results['sampling']}. Compute: "
+             f"{results['seed']}" + (f", {results['seeds']} conversations per dialogue (seeds "
+                                     "pooled in every generated figure; the reference counted "
+                                     "once per conversation in QA)" if results["seeds"] > 1
+                                     else "") +
+             f", sampling {results['sampling']}. Compute: "
              f"{_f(results['step_ms'], '{:.1f}')} ms per 80 ms frame.", "",
              "## Turn-taking", "",
              "dGSLM definitions (`voxlm/turntaking.py`); channel 0 is the same user audio on both "
@@ -379,12 +383,15 @@ def write_report(path, results: dict, gen_stats, ref_stats) -> Path:
 
 def run_dialogue_eval(report, checkpoint=None, codec=None, data="data/dialogues",
                       limit: int = DEFAULT_LIMIT, seed: int = 0, sampling=None,
-                      progress: bool = True, judges=None) -> Path:
+                      progress: bool = True, judges=None, seeds: int = 1) -> Path:
     """Generate a conversation for each held-out dialogue and measure it; -> report.md's path.
 
     checkpoint: dialogue model (run folder or file; None: shipped). codec: its codec instead of
     the recorded one. data: a `voxlm synth dialogues` folder. sampling: lm.generate
-    SamplingOptions (None: the defaults). judges: metrics.Judges to reuse (Whisper)."""
+    SamplingOptions (None: the defaults). judges: metrics.Judges to reuse (Whisper). seeds:
+    conversations generated per dialogue, pooled in every generated figure (run k of dialogue
+    i uses seed + k * dialogues + i, so seeds=1 is seed + i); one seed's sampling can move the
+    QA measures as much as a change of model does."""
     from tqdm import tqdm
 
     from ..audio import load_audio, save_audio
@@ -399,19 +406,23 @@ def run_dialogue_eval(report, checkpoint=None, codec=None, data="data/dialogues"
         raise VoxlmError(f"{report} exists and is not a folder", "pass a folder to --report")
     if limit < 1:
         raise VoxlmError(f"--limit {limit}", "pass 1 or more dialogues")
+    if seeds < 1:
+        raise VoxlmError(f"--seeds {seeds}", "pass 1 or more conversations per dialogue")
     rows = held_out_rows(data, limit)
     model = load_dialogue_model(checkpoint, codec)
     sampling = sampling or SamplingOptions()
     root = Path(data)
+    plan = [(row, seed + k * len(rows) + i) for k in range(seeds) for i, row in enumerate(rows)]
     refs, gens, per_dialogue, steps = [], [], [], []
     lat_gen, lat_ref, qa_pending = [], [], []
-    for i, row in enumerate(tqdm(rows, desc="dialogues", unit="dialogue", disable=not progress)):
+    for j, (row, row_seed) in enumerate(tqdm(plan, desc="dialogues", unit="dialogue",
+                                             disable=not progress)):
         ref = load_audio(root / row["audio"], mono=False)  # [T, 2]
         if ref.ndim != 2 or ref.shape[1] != 2:
             raise VoxlmError(f"{root / row['audio']}: not a stereo dialogue",
                              FIX_DATA)
         options = ChatOptions(max_seconds=len(ref) / SAMPLE_RATE + TAIL_S, sampling=sampling)
-        result = chat(model, ref[:, 0].copy(), options, seed=seed + i)
+        result = chat(model, ref[:, 0].copy(), options, seed=row_seed)
         gen = result.audio  # [N, 2]: the reference user channel, the model's channel
         refs.append(ref)
         gens.append(gen)
@@ -419,11 +430,11 @@ def run_dialogue_eval(report, checkpoint=None, codec=None, data="data/dialogues"
         ends = [t["end"] for t in answered_user_turns(row)]
         g, r = response_latencies(gen, ends), response_latencies(ref, ends)
         lat_gen += g
-        lat_ref += r
+        lat_ref += r if j < len(rows) else []  # the reference once, whatever the seeds
         items = qa_items(row)
         qa_pending.append(items)
-        per_dialogue.append({"id": row["id"], "split": row["split"], "source": row.get("source"),
-                             "user_voice": row.get("user_voice"),
+        per_dialogue.append({"id": row["id"], "seed": row_seed, "split": row["split"],
+                             "source": row.get("source"), "user_voice": row.get("user_voice"),
                              "reference_seconds": round(len(ref) / SAMPLE_RATE, 3),
                              "generated_seconds": round(len(gen) / SAMPLE_RATE, 3),
                              "user_turn_ends": ends, "latency_generated": g,
@@ -435,16 +446,17 @@ def run_dialogue_eval(report, checkpoint=None, codec=None, data="data/dialogues"
         name = f"examples/{row['id']}.wav"
         save_audio(report / name, gen)
         examples.append(name)
-    qa = _qa_part(rows, refs, gens, qa_pending, per_dialogue, judges, progress)
+    qa = _qa_part([row for row, _ in plan], refs, gens, qa_pending, per_dialogue, judges,
+                  progress)
     gen_stats = dialogue_stats(gens)
-    ref_stats = dialogue_stats(refs, rows)
+    ref_stats = dialogue_stats(refs[:len(rows)], rows)
     results = {
         "checkpoint": str(model.path) if model.path else "shipped", "data": str(root),
-        "dialogues": len(rows), "seed": seed,
+        "dialogues": len(rows), "seed": seed, "seeds": seeds,
         "splits": ", ".join(f"{s} {sum(r['split'] == s for r in rows)}" for s in HELD_OUT),
         "sampling": f"temperature {sampling.temperature}, top-k {sampling.top_k}, "
                     f"top-p {sampling.top_p}",
-        "reference_seconds": sum(len(r) for r in refs) / SAMPLE_RATE,
+        "reference_seconds": sum(len(r) for r in refs[:len(rows)]) / SAMPLE_RATE,
         "generated_seconds": sum(len(g) for g in gens) / SAMPLE_RATE,
         "step_ms": float(np.mean(steps)),
         "turn_taking": {"generated": _stats_dict(gen_stats), "reference": _stats_dict(ref_stats)},
@@ -472,13 +484,17 @@ def _qa_part(rows, refs, gens, pending, per_dialogue, judges, progress) -> dict:
         from .metrics import Judges
 
         judges = Judges()
-    items = []
+    items, heard = [], {}  # the reference's judgements, once per question whatever the seeds
     for k, item in tqdm(todo, desc="spoken QA", unit="question", disable=not progress):
-        (gen,), (ref,) = judge_qa(gens[k], [item], judges), judge_qa(refs[k], [item], judges)
+        key = (rows[k]["id"], item["start"])
+        if key not in heard:
+            heard[key] = judge_qa(refs[k], [item], judges)[0]
+        (gen,), ref = judge_qa(gens[k], [item], judges), heard[key]
         # the text each channel meant to say: the model's inner text, the reference's script
         meant = {"generated": per_dialogue[k]["inner_words"],
                  "reference": [w for w in rows[k].get("words", []) if w.get("channel") == 1]}
-        x = {"id": rows[k]["id"], "question": item["question"], "kind": item["answer"].kind,
+        x = {"id": rows[k]["id"], "seed": per_dialogue[k]["seed"], "question": item["question"],
+             "kind": item["answer"].kind,
              "expected": list(item["answer"].words), "window_s": [item["start"], item["end"]],
              "generated": gen["transcript"], "generated_correct": gen["correct"],
              "reference": ref["transcript"], "reference_correct": ref["correct"]}
@@ -490,8 +506,8 @@ def _qa_part(rows, refs, gens, pending, per_dialogue, judges, progress) -> dict:
                 x[f"{side}_inner_echo"] = restates(inner, item["answer"])
             x[f"{side}_speech_errors"] = list(word_errors(inner, spoken["transcript"]))
         items.append(x)
-    for k, entry in enumerate(per_dialogue):
-        entry["qa"] = [x for x in items if x["id"] == rows[k]["id"]]
+    for entry in per_dialogue:
+        entry["qa"] = [x for x in items if (x["id"], x["seed"]) == (entry["id"], entry["seed"])]
     echoed = [x for x in items if "generated_inner_echo" in x]
     out = {"questions": len(items), "excluded": excluded, "items": items, "by_kind": {},
            "echo_questions": len(echoed)}
