@@ -413,24 +413,26 @@ def run_dialogue_eval(report, checkpoint=None, codec=None, data="data/dialogues"
     sampling = sampling or SamplingOptions()
     root = Path(data)
     plan = [(row, seed + k * len(rows) + i) for k in range(seeds) for i, row in enumerate(rows)]
-    refs, gens, per_dialogue, steps = [], [], [], []
-    lat_gen, lat_ref, qa_pending = [], [], []
+    refs, ref_latencies, gens, per_dialogue, steps = [], [], [], [], []  # refs: one per row
+    lat_gen, qa_pending = [], []
     for j, (row, row_seed) in enumerate(tqdm(plan, desc="dialogues", unit="dialogue",
                                              disable=not progress)):
-        ref = load_audio(root / row["audio"], mono=False)  # [T, 2]
-        if ref.ndim != 2 or ref.shape[1] != 2:
-            raise VoxlmError(f"{root / row['audio']}: not a stereo dialogue",
-                             FIX_DATA)
+        ends = [t["end"] for t in answered_user_turns(row)]
+        if j < len(rows):  # the reference is read and measured once, whatever the seeds
+            ref = load_audio(root / row["audio"], mono=False)  # [T, 2]
+            if ref.ndim != 2 or ref.shape[1] != 2:
+                raise VoxlmError(f"{root / row['audio']}: not a stereo dialogue",
+                                 FIX_DATA)
+            refs.append(ref)
+            ref_latencies.append(response_latencies(ref, ends))
+        ref, r = refs[j % len(rows)], ref_latencies[j % len(rows)]
         options = ChatOptions(max_seconds=len(ref) / SAMPLE_RATE + TAIL_S, sampling=sampling)
         result = chat(model, ref[:, 0].copy(), options, seed=row_seed)
         gen = result.audio  # [N, 2]: the reference user channel, the model's channel
-        refs.append(ref)
         gens.append(gen)
         steps.append(result.latency["step"]["mean_ms"])
-        ends = [t["end"] for t in answered_user_turns(row)]
-        g, r = response_latencies(gen, ends), response_latencies(ref, ends)
+        g = response_latencies(gen, ends)
         lat_gen += g
-        lat_ref += r if j < len(rows) else []  # the reference once, whatever the seeds
         items = qa_items(row)
         qa_pending.append(items)
         per_dialogue.append({"id": row["id"], "seed": row_seed, "split": row["split"],
@@ -446,17 +448,18 @@ def run_dialogue_eval(report, checkpoint=None, codec=None, data="data/dialogues"
         name = f"examples/{row['id']}.wav"
         save_audio(report / name, gen)
         examples.append(name)
-    qa = _qa_part([row for row, _ in plan], refs, gens, qa_pending, per_dialogue, judges,
-                  progress)
+    qa = _qa_part([row for row, _ in plan], refs * seeds, gens, qa_pending, per_dialogue,
+                  judges, progress)  # plan order: seed-major, so refs * seeds lines up
     gen_stats = dialogue_stats(gens)
-    ref_stats = dialogue_stats(refs[:len(rows)], rows)
+    ref_stats = dialogue_stats(refs, rows)
+    lat_ref = [v for latencies in ref_latencies for v in latencies]
     results = {
         "checkpoint": str(model.path) if model.path else "shipped", "data": str(root),
         "dialogues": len(rows), "seed": seed, "seeds": seeds,
         "splits": ", ".join(f"{s} {sum(r['split'] == s for r in rows)}" for s in HELD_OUT),
         "sampling": f"temperature {sampling.temperature}, top-k {sampling.top_k}, "
                     f"top-p {sampling.top_p}",
-        "reference_seconds": sum(len(r) for r in refs[:len(rows)]) / SAMPLE_RATE,
+        "reference_seconds": sum(len(r) for r in refs) / SAMPLE_RATE,
         "generated_seconds": sum(len(g) for g in gens) / SAMPLE_RATE,
         "step_ms": float(np.mean(steps)),
         "turn_taking": {"generated": _stats_dict(gen_stats), "reference": _stats_dict(ref_stats)},
