@@ -173,6 +173,11 @@ def _add_lm(top, add):
                    help="weight of the text loss against the audio loss")
     p.add_argument("--semantic-weight", type=float, default=1.0,
                    help="weight of codebook 1 against each other codebook (Moshi: 100)")
+    p.add_argument("--listen-weight", type=float, default=0.0,
+                   help="duplex: > 0 adds a listen head that writes down the user's words as "
+                        "they are heard (an auxiliary ASR loss of this weight; 0: none)")
+    p.add_argument("--listen-delay", type=int, default=3,
+                   help="duplex with --listen-weight: frames the user's text lags their audio")
     p.add_argument("--tts-share", type=float, default=0.5,
                    help="aligned: share of samples with text leading audio (the rest: ASR)")
     p.add_argument("--tts-delay", type=int, default=25,

@@ -220,14 +220,16 @@ def cmd_lm_train(args):
     from .lm.train import LMTask, LMTrainConfig
 
     layout = LayoutConfig(mode=args.mode, seq_len=args.seq_len, tts_share=args.tts_share,
-                          tts_delay=args.tts_delay, asr_delay=args.asr_delay)
+                          tts_delay=args.tts_delay, asr_delay=args.asr_delay,
+                          listen_delay=args.listen_delay)
     config = LMTrainConfig(batch_size=args.batch_size, accum=args.accum, lr=args.lr,
                            weight_decay=args.weight_decay, grad_clip=args.grad_clip,
                            text_weight=args.text_weight, semantic_weight=args.semantic_weight,
                            layout=layout, warm_start=args.warm_start or "",
                            warm_weights=not args.shape_only, init=str(args.init or ""),
                            valid_every=args.valid_every,
-                           valid_limit=args.valid_limit, dropout=args.dropout)
+                           valid_limit=args.valid_limit, dropout=args.dropout,
+                           listen_weight=args.listen_weight)
     _train("lm", LMTask(args.data, lm_config(args.config), config, progress=not args.quiet),
            args, warmup=args.warmup, bf16=args.bf16, fsdp=args.fsdp)
 

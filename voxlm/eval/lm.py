@@ -243,7 +243,7 @@ def eval_layouts(mode: str, extra: dict | None = None) -> list:
 
     base = LayoutConfig()
     delays = {k: int((extra or {}).get(k, getattr(base, k)))
-              for k in ("tts_delay", "asr_delay", "duplex_text_delay")}
+              for k in ("tts_delay", "asr_delay", "duplex_text_delay", "listen_delay")}
     out = [("continuation", LayoutConfig(mode="continuation"))]
     if mode == "aligned":
         out += [("aligned TTS (text leads)", LayoutConfig(mode="aligned", tts_share=1.0, **delays)),
@@ -295,10 +295,13 @@ def validation_losses(lm, tokens_dir, limit: int | None = None, extra: dict | No
                 continue
             sums, counts, streams, frames = layout_losses(lm, data, limit)
             means = (sums / counts.clamp(min=1)).tolist()
+            audio = means[1:1 + c.n_q]
             rows.append({"split": split, "layout": name, "streams": streams,
                          "frames": frames, "text": means[0] if counts[0] > 0 else None,
-                         "audio": float(np.mean(means[1:])), "semantic": means[1],
-                         "per_codebook": means[1:]})
+                         "audio": float(np.mean(audio)), "semantic": means[1],
+                         "per_codebook": audio})
+            if c.listen:  # the listen head's loss on the user's words
+                rows[-1]["listen"] = means[-1]
     return rows
 
 
@@ -314,8 +317,8 @@ def layout_losses(lm, data, limit: int | None = None) -> tuple:
 
     c = lm.config
     device = next(lm.parameters()).device
-    sums = torch.zeros(1 + c.n_q, dtype=torch.float64)
-    counts = torch.zeros(1 + c.n_q, dtype=torch.float64)
+    sums = torch.zeros(1 + c.n_q + int(c.listen), dtype=torch.float64)  # the listen head's last
+    counts = torch.zeros(1 + c.n_q + int(c.listen), dtype=torch.float64)
     windows, frames = [], 0
     indices = range(len(data.streams))[:limit]
     for index in indices:

@@ -33,7 +33,7 @@ import torch
 from ..errors import VoxlmError
 from .model import LMConfig
 from .streams import (InterleaveOptions, aligned, continuation, duplex, interleave,
-                      interleave_segments, sample_modalities, text_card)
+                      interleave_segments, listen_row, sample_modalities, text_card)
 from .tokenize_corpus import FORMAT_VERSION, TOKENIZE_FIX
 
 MODES = ("continuation", "interleave", "aligned", "duplex")
@@ -49,6 +49,7 @@ class LayoutConfig:
     tts_delay: int = MOSHI_DELAY  # aligned, TTS direction: frames the audio lags the text
     asr_delay: int = MOSHI_DELAY  # aligned, ASR direction: frames the text lags the audio
     duplex_text_delay: int = 0  # duplex: frames the model's text lags its audio (< 0: leads)
+    listen_delay: int = 3  # duplex with a listen head: frames the user's text lags their audio
     min_words: int = 1  # interleave: words per span, uniform in [min_words, max_words]
     max_words: int = 10
     speech_first: float = 0.5  # interleave: probability that a stream starts with speech
@@ -165,10 +166,13 @@ def config_for_shards(base: LMConfig, shards: TokenShards) -> LMConfig:
 
 
 def collate(samples: list, config: LMConfig) -> torch.Tensor:
-    """Frames [S, L_i] -> [B, S, max L_i] int64, padded on the right with "not started" ids."""
+    """Frames [R, L_i] -> [B, R, max L_i] int64, padded on the right with "not started" ids;
+    R = config.n_rows (the S streams, then the listen row with `config.listen`)."""
     length = max(s.shape[1] for s in samples)
-    out = np.full((len(samples), config.n_streams, length), config.audio_pad_id, np.int64)
+    out = np.full((len(samples), config.n_rows, length), config.audio_pad_id, np.int64)
     out[:, 0] = config.text_start_id
+    if config.listen:
+        out[:, -1] = config.text_start_id
     for row, sample in enumerate(samples):
         out[row, :, :sample.shape[1]] = sample
     return torch.from_numpy(out)
@@ -247,10 +251,16 @@ class LMData:
             delay = -layout.tts_delay if tts else layout.asr_delay
             return aligned(codes, words, tokens, c, delay, rate)
         user = self.shards.channel(item, 0)
-        return duplex(user, codes, words, tokens, c, layout.duplex_text_delay, rate)
+        frames = duplex(user, codes, words, tokens, c, layout.duplex_text_delay, rate)
+        if not c.listen:
+            return frames
+        user_words = self.shards.words(item, 0)
+        heard = listen_row(user_words, [w["ids"] for w in user_words], c, frames.shape[1],
+                           layout.listen_delay, layout.duplex_text_delay, rate)
+        return np.concatenate([frames, heard[None]])  # [S + 1, L]
 
     def sample(self, step: int, index: int) -> np.ndarray:
-        """Sample `index` of the global batch of `step`: frames [S, <= seq_len]."""
+        """Sample `index` of the global batch of `step`: frames [R, <= seq_len] (R = config.n_rows)."""
         rng = np.random.default_rng([self.seed, step, index, 0x5])
         frames = self.layout_frames(int(self.global_batch(step)[index]), rng)
         if frames.shape[1] > self.seq_len:
@@ -260,7 +270,7 @@ class LMData:
 
     def batch(self, step: int, rank: int = 0, world: int = 1, accum: int = 1) -> list:
         """This process's share of the global batch of `step`: `accum` microbatches, each
-        [batch_size / world / accum, S, T] int64 (T <= seq_len, the longest sample's)."""
+        [batch_size / world / accum, R, T] int64 (T <= seq_len, the longest sample's)."""
         if self.batch_size % (world * accum):
             raise VoxlmError(f"batch size {self.batch_size} does not split over {world} "
                              f"processes x {accum} microbatches",
@@ -278,6 +288,11 @@ def _check(shards: TokenShards, config: LMConfig, layout: LayoutConfig, seq_len:
     if layout.mode == "duplex" and not config.user_audio:
         raise VoxlmError("the duplex layout needs the user audio stream",
                          "use an LM config with user_audio=True (the presets have it)")
+    if config.listen and layout.mode != "duplex":
+        raise VoxlmError(f"a listen head learns the user's words, and --mode {layout.mode} has no "
+                         "user", "train --mode duplex, or drop --listen-weight")
+    if layout.listen_delay < 0:
+        raise VoxlmError(f"--listen-delay {layout.listen_delay}", "pass 0 frames or more, e.g. 3")
     if seq_len < 2:
         raise VoxlmError(f"sequence length {seq_len} frames is too short", "use 2 or more")
     if batch_size < 1:

@@ -5,6 +5,7 @@ Moshi's RQ-Transformer, sized for a laptop. Streams, one row each of `tokens` [B
     row 0               model text (inner monologue), ids 0..text_card-1, TEXT_START = text_card
     rows 1..n_q         model audio codebooks 1..n_q, ids 0..card-1, AUDIO_PAD = card
     rows n_q+1..2 n_q   user audio codebooks 1..n_q (only with `user_audio`)
+    row 2 n_q+1         the user's words (only with `listen`, in training): a target, not an input
 
 Acoustic codebooks 2..n_q are stored delayed by `acoustic_delay` frames (`delays.delay_codes`);
 the model does not know about delays, it just models the rows as laid out.
@@ -17,7 +18,10 @@ transformer then predicts the model's tokens of frame t+1, one depth position at
     position k>=1:     proj(h_t) + emb_k(token k-1 of t+1) -> audio head k -> codebook k[t+1]
 
 with token 0 the text and token k the k-th model codebook; teacher forced in training, sampled
-one after another in `generate.LMGen`. The depth transformer is causal over positions and has
+one after another in `generate.LMGen`. With `listen`, a linear head on h_t also predicts the
+user's text at t+1 (the user's words, time-aligned and lagging their audio: `streams.listen_row`),
+an auxiliary ASR loss that makes the temporal transformer write down what it hears; it is never
+fed back, so generation does not need it. The depth transformer is causal over positions and has
 no memory across frames.
 
 Shift convention: `forward(tokens)` gives logits at every frame t = 0..T-1 predicting the model
@@ -66,6 +70,7 @@ class LMConfig:
     temporal_block: BlockConfig = field(default_factory=BlockConfig)
     text_scale: float = 1.0  # the text embedding is multiplied by this (Gemma: sqrt(dim))
     dropout: float = 0.0  # temporal input and residual-branch dropout in training (nanoGPT's)
+    listen: bool = False  # a listen head: h_t predicts the user's text at t+1 (duplex training)
 
     def __post_init__(self):
         if isinstance(self.temporal_block, dict):  # as stored in a checkpoint's JSON
@@ -74,6 +79,10 @@ class LMConfig:
     @property
     def n_streams(self) -> int:  # S, rows of `tokens`
         return 1 + self.n_q * (2 if self.user_audio else 1)
+
+    @property
+    def n_rows(self) -> int:  # rows of training frames: the S streams, then the listen target
+        return self.n_streams + int(self.listen)
 
     @property
     def text_start_id(self) -> int:  # "not started" text id
@@ -109,10 +118,11 @@ def lm_config(name: str) -> LMConfig:
 class LMOutput(NamedTuple):
     text_logits: torch.Tensor  # [B, T, text_card], frame t predicts text at t + 1
     audio_logits: torch.Tensor  # [B, n_q, T, card], frame t predicts codebooks at t + 1
+    listen_logits: torch.Tensor | None = None  # [B, T, text_card]: the user's text at t + 1
 
 
 class LM(StreamingModule):
-    """tokens [B, S, T] -> LMOutput. Streams with `with lm.streaming(batch):` (temporal KV
+    """tokens [B, S, T] (or [B, S + 1, T] with `listen`: the last row a target) -> LMOutput. Streams with `with lm.streaming(batch):` (temporal KV
     cache); `generate.LMGen` runs one frame at a time."""
 
     def __init__(self, config: LMConfig):
@@ -120,6 +130,8 @@ class LM(StreamingModule):
         c = self.config = config
         if not 1 <= c.n_q <= 12:
             raise ValueError(f"n_q must be 1..12, got {c.n_q}")
+        if c.listen and not c.user_audio:
+            raise ValueError("listen needs a user audio stream to listen to (user_audio=True)")
         n_audio = c.n_streams - 1
         # temporal input: one table per stream; audio tables stacked so one embedding_bag sums
         # them all. Each scaled so that the sum of S embeddings has unit variance.
@@ -144,9 +156,12 @@ class LM(StreamingModule):
             torch.empty(c.n_q, c.card, c.depth_dim).uniform_(-1, 1) / math.sqrt(c.depth_dim))
         self.register_buffer("depth_offsets", torch.arange(c.n_q - 1) * (c.card + 1),
                              persistent=False)
+        if c.listen:
+            self.listen_head = nn.Linear(c.dim, c.text_card, bias=False)
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens [B, S, T] -> summed stream embeddings [B, T, dim]."""
+        """tokens [B, S, T] -> summed stream embeddings [B, T, dim] (a listen row is left out)."""
+        tokens = tokens[:, :self.config.n_streams]
         batch, streams, length = tokens.shape
         audio = (tokens[:, 1:] + self.audio_offsets[:, None]).transpose(1, 2)  # [B, T, A]
         table = self.audio_emb.view(-1, self.config.dim)  # [A * (card+1), D]
@@ -180,10 +195,12 @@ class LM(StreamingModule):
             y = self.depth(x.view(batch * length, 1 + c.n_q, -1)).view(batch, length, 1 + c.n_q, -1)
         text_logits = self.text_head(y[:, :, 0])  # [B, T, text_card]
         audio_logits = torch.einsum("btkd,kcd->bktc", y[:, :, 1:], self.audio_heads)
-        return LMOutput(text_logits, audio_logits)
+        listen_logits = self.listen_head(h) if c.listen else None  # [B, T, text_card]
+        return LMOutput(text_logits, audio_logits, listen_logits)
 
     def _check(self, tokens: torch.Tensor):
-        if tokens.dim() != 3 or tokens.shape[1] != self.config.n_streams:
+        rows = {self.config.n_streams, self.config.n_rows}
+        if tokens.dim() != 3 or tokens.shape[1] not in rows:
             raise ValueError(f"tokens must be [B, {self.config.n_streams}, T] "
                              f"(text, {self.config.n_q} model codebooks"
                              f"{', user codebooks' if self.config.user_audio else ''}), "
@@ -208,7 +225,7 @@ def lm_loss(output: LMOutput, tokens: torch.Tensor) -> dict:
 
     -> dict(text=scalar, audio=mean over codebooks, per_codebook=[n_q scalars], total=text +
     audio). Targets equal to the "not started" ids (text_card, card) are ignored."""
-    text_logits, audio_logits = output
+    text_logits, audio_logits = output[:2]
     text_card, (n_q, card) = text_logits.shape[-1], (audio_logits.shape[1], audio_logits.shape[-1])
     text = F.cross_entropy(text_logits[:, :-1].reshape(-1, text_card),
                            tokens[:, 0, 1:].reshape(-1), ignore_index=text_card)

@@ -263,21 +263,52 @@ def _aligned(codes, user_codes, words, word_tokens, config, text_delay, frame_ra
     _check_tokens(word_tokens, len(words), config)
     text_delay = int(text_delay)
     text_at, audio_at = 1 + max(text_delay, 0), 1 + max(-text_delay, 0)  # first column of each
-    starts = np.floor(_times(words, length, frame_rate)[:, 0] * frame_rate).astype(np.int64)
+    text, cursor = _place_words(words, word_tokens, length, text_at, frame_rate)
+    frames = _empty(config, max(1 + length + abs(text_delay) + _max_delay(config), cursor))
+    _write_text(frames[0], text)
+    _put_audio(frames, codes, config, start=audio_at)
+    if user_codes is not None:
+        _put_audio(frames, user_codes, config, start=audio_at, user=True)
+    return frames
+
+
+def listen_row(user_words, word_tokens, config: LMConfig, length: int, listen_delay: int,
+               text_delay: int = 0, frame_rate: float = FRAME_RATE) -> np.ndarray:
+    """The user's words as a text row [length] for the listen head (`LMConfig.listen`): placed
+    by the rules of the model's text row, each word lagging its audio by `listen_delay` frames
+    (hear, then write), for duplex frames of `length` columns laid out with `text_delay`. A
+    target only, never an input; tokens that would run past the frames are cut."""
+    if listen_delay < 0:
+        raise ValueError(f"listen_delay must be >= 0 frames, got {listen_delay}")
+    _check_tokens(word_tokens, len(user_words), config)
+    audio_at = 1 + max(-int(text_delay), 0)
+    text, _ = _place_words(user_words, word_tokens, length, audio_at + int(listen_delay),
+                           frame_rate)
+    row = np.full(length + max((c + 1 + len(t) for c, t in text), default=0), config.text_start_id,
+                  np.int64)
+    _write_text(row, text)
+    return row[:length]
+
+
+def _place_words(words, word_tokens, n_frames: int, text_at: int, frame_rate: float):
+    """-> ([(column of the word's TEXT_EOW_ID, ids)], first free column). Word i's first token
+    sits at column text_at + floor(start_i * frame_rate), or later when the previous word's
+    tokens need the room."""
+    starts = np.floor(_times(words, n_frames, frame_rate)[:, 0] * frame_rate).astype(np.int64)
     text, cursor = [], 1  # (column, ids) of each word; first free text column
     for start, tokens in zip(starts, word_tokens):
         eow = max(text_at + int(start) - 1, cursor)
         text.append((eow, tokens))
         cursor = eow + 1 + len(tokens)
-    frames = _empty(config, max(1 + length + abs(text_delay) + _max_delay(config), cursor))
-    frames[0, 1:] = TEXT_PAD_ID
+    return text, cursor
+
+
+def _write_text(row: np.ndarray, text):
+    """Fill a text row in place: TEXT_PAD_ID from column 1, each word's EOW and ids."""
+    row[1:] = TEXT_PAD_ID
     for eow, tokens in text:
-        frames[0, eow] = TEXT_EOW_ID
-        frames[0, eow + 1:eow + 1 + len(tokens)] = np.asarray(tokens, np.int64) + TEXT_OFFSET
-    _put_audio(frames, codes, config, start=audio_at)
-    if user_codes is not None:
-        _put_audio(frames, user_codes, config, start=audio_at, user=True)
-    return frames
+        row[eow] = TEXT_EOW_ID
+        row[eow + 1:eow + 1 + len(tokens)] = np.asarray(tokens, np.int64) + TEXT_OFFSET
 
 
 def _from_aligned(frames, config, text_delay, user: bool) -> AlignedStreams:

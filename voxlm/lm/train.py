@@ -62,6 +62,7 @@ class LMTrainConfig:
     valid_every: int = 0  # held-out loss every N steps and at the last (0: none)
     valid_limit: int = 50  # streams of split valid it is computed on
     dropout: float = 0.0  # the LM's dropout in training (LMConfig.dropout; replaces --init's)
+    listen_weight: float = 0.0  # > 0: a listen head learns the user's words (duplex), this weight
 
     def __post_init__(self):
         """Bad values fail here, named by their `voxlm lm train` flags, before any data loads
@@ -81,7 +82,9 @@ class LMTrainConfig:
                 ("--valid-limit", self.valid_limit, self.valid_limit >= 1,
                  "pass 1 or more streams, e.g. 50"),
                 ("--dropout", self.dropout, 0 <= self.dropout < 1,
-                 "pass a probability from 0 up to 1, e.g. 0.1")):
+                 "pass a probability from 0 up to 1, e.g. 0.1"),
+                ("--listen-weight", self.listen_weight, 0 <= self.listen_weight < 1000,
+                 "pass 0 (no listen head) or more, e.g. 1")):
             if not ok:
                 raise VoxlmError(f"{flag} {value}", fix)
         if self.init and self.warm_start:
@@ -93,10 +96,11 @@ class LMTrainConfig:
 
 
 def stream_losses(output: LMOutput, tokens: torch.Tensor) -> tuple:
-    """Summed cross-entropy and target counts per model stream: -> (sums [1 + n_q] float32,
-    counts [1 + n_q] float64), text first, then codebooks 1..n_q. Targets equal to the "not
+    """Summed cross-entropy and target counts per model stream: -> (sums [1 + n_q (+ 1)] float32,
+    counts [1 + n_q (+ 1)] float64), text first, then codebooks 1..n_q, then the listen head's
+    when the output has one and tokens [B, S + 1, T] carry its row. Targets equal to the "not
     started" ids are left out, as in `lm_loss`. tokens [B, S, T]."""
-    text_logits, audio_logits = output
+    text_logits, audio_logits, listen_logits = output
     text_card, n_q, card = text_logits.shape[-1], audio_logits.shape[1], audio_logits.shape[-1]
     text = F.cross_entropy(text_logits[:, :-1].reshape(-1, text_card).float(),
                            tokens[:, 0, 1:].reshape(-1), ignore_index=text_card, reduction="sum")
@@ -105,14 +109,26 @@ def stream_losses(output: LMOutput, tokens: torch.Tensor) -> tuple:
                              targets.reshape(-1).clamp(max=card - 1), reduction="none")
     valid = (targets != card).float()  # [B, n_q, T-1]
     audio = (losses.view_as(valid) * valid).sum((0, 2))  # [n_q]
-    return torch.cat([text[None], audio]), target_counts(tokens, text_card, n_q, card)
+    sums = [text[None], audio]
+    if listen_logits is not None and has_listen_row(tokens, n_q):
+        sums.append(F.cross_entropy(listen_logits[:, :-1].reshape(-1, text_card).float(),
+                                    tokens[:, -1, 1:].reshape(-1), ignore_index=text_card,
+                                    reduction="sum")[None])
+    return torch.cat(sums), target_counts(tokens, text_card, n_q, card)
+
+
+def has_listen_row(tokens: torch.Tensor, n_q: int) -> bool:
+    """Whether tokens [B, R, T] carry a listen row after text, model and user codebooks."""
+    return tokens.shape[1] == 2 + 2 * n_q
 
 
 def target_counts(tokens: torch.Tensor, text_card: int, n_q: int, card: int) -> torch.Tensor:
-    """Real targets per model stream: [1 + n_q] float64, text first. tokens [B, S, T]."""
-    text = (tokens[:, 0, 1:] != text_card).sum()[None]
-    audio = (tokens[:, 1:1 + n_q, 1:] != card).sum((0, 2))
-    return torch.cat([text, audio]).double()
+    """Real targets per model stream: [1 + n_q (+ 1)] float64, text first, the listen row last
+    when tokens [B, R, T] have one."""
+    counts = [(tokens[:, 0, 1:] != text_card).sum()[None], (tokens[:, 1:1 + n_q, 1:] != card).sum((0, 2))]
+    if has_listen_row(tokens, n_q):
+        counts.append((tokens[:, -1, 1:] != text_card).sum()[None])
+    return torch.cat(counts).double()
 
 
 class LMTask:
@@ -125,7 +141,7 @@ class LMTask:
             raise VoxlmError(f"tokens in {self.shards.folder} have no items in split valid",
                              "tokenize a corpus with held-out voices, or drop --valid-every")
         self.model_config = replace(config_for_shards(model_config, self.shards),
-                                    dropout=config.dropout)
+                                    dropout=config.dropout, listen=config.listen_weight > 0)
         self.config, self.progress = config, progress
 
     # ---- the interface the Trainer uses ----
@@ -179,13 +195,17 @@ class LMTask:
                                  f"the tokens in {self.shards.folder}",
                                  f"tokenize with its {what} (`voxlm lm tokenize --tokenizer "
                                  f"RUN/tokenizer.model`, the same --codec)")
-        config = replace(source.lm.config, dropout=self.config.dropout)
+        listen = source.lm.config.listen or self.config.listen_weight > 0
+        config = replace(source.lm.config, dropout=self.config.dropout, listen=listen)
         if config.n_q > self.shards.n_q:
             raise VoxlmError(f"--init {self.config.init} predicts {config.n_q} codebooks, the tokens "
                              f"have {self.shards.n_q}", "tokenize with its codec")
         self.model_config = config
         lm = LM(config)
-        lm.load_state_dict({k: v.float() for k, v in source.lm.state_dict().items()})
+        weights = {k: v.float() for k, v in source.lm.state_dict().items()}
+        if listen and not source.lm.config.listen:  # a new listen head on the source's weights
+            weights.update({k: v for k, v in lm.state_dict().items() if k.startswith("listen_")})
+        lm.load_state_dict(weights)
         if (config.user_audio and self.config.layout.mode == "duplex"
                 and source.layout.mode != "duplex"):
             # the source never heard a user: its user-audio tables hold only "not started". Start
@@ -273,9 +293,12 @@ class LMTask:
         finally:
             lm.train()
         means = (sums / counts.clamp(min=1)).tolist()  # text (0 without text targets), codebooks
-        text, audio = means[0], sum(means[1:]) / n_q
-        return {"valid_loss": text + audio, "valid_text_loss": text, "valid_audio_loss": audio,
-                "valid_semantic_loss": means[1]}
+        text, audio = means[0], sum(means[1:1 + n_q]) / n_q
+        out = {"valid_loss": text + audio, "valid_text_loss": text, "valid_audio_loss": audio,
+               "valid_semantic_loss": means[1]}
+        if self.model_config.listen:  # beside valid_loss, which stays comparable across runs
+            out["valid_listen_loss"] = means[-1]
+        return out
 
     def export(self, out: Path, weights: dict | None = None, name: str = "model.safetensors"):
         """Write the model file `name`; `weights`: the full state dicts by module name when the
@@ -285,7 +308,8 @@ class LMTask:
                  "codec_sha256": header["codec"]["sha256"], "codec_path": header["codec"]["path"],
                  "codec_codes_of": header["codec"].get("codes_of", []),
                  "frame_rate": header["frame_rate"], "tts_delay": layout.tts_delay,
-                 "asr_delay": layout.asr_delay, "duplex_text_delay": layout.duplex_text_delay}
+                 "asr_delay": layout.asr_delay, "duplex_text_delay": layout.duplex_text_delay,
+                 "listen_delay": layout.listen_delay}
         state = weights["lm"] if weights else unwrap(self.lm).state_dict()
         save_model(Path(out) / name, "lm", unwrap(self.lm).config, state, extra=extra)
         source, target = self.shards.folder / "tokenizer.model", Path(out) / "tokenizer.model"
@@ -308,10 +332,12 @@ class LMTask:
         frames = float(sum(t.shape[0] * t.shape[2] for t in microbatches))
         if world > 1:  # the whole global batch's target counts normalise every process's loss
             dist.all_reduce(counts)
-        weights = torch.ones(1 + mc.n_q, device=device) / mc.n_q
+        weights = torch.ones(len(counts), device=device) / mc.n_q
         weights[0], weights[1] = c.text_weight, c.semantic_weight / mc.n_q
+        if mc.listen:
+            weights[-1] = c.listen_weight
         scale = (weights * world / counts.clamp(min=1)).float()  # DDP averages over processes
-        sums = torch.zeros(1 + mc.n_q, device=device, dtype=torch.float64)
+        sums = torch.zeros(len(counts), device=device, dtype=torch.float64)
         for index, tokens in enumerate(microbatches):
             with no_sync(self.lm, index == len(microbatches) - 1):
                 loss_sums, _ = stream_losses(self.lm(tokens), tokens)
@@ -323,10 +349,13 @@ class LMTask:
         stats = torch.cat([sums, torch.tensor([frames], device=device, dtype=torch.float64)])
         if world > 1:
             dist.all_reduce(stats)
-        means = (stats[:-1] / counts.clamp(min=1)).tolist()  # text, codebooks 1..n_q
+        means = (stats[:-1] / counts.clamp(min=1)).tolist()  # text, codebooks 1..n_q (, listen)
         seconds = max(time.perf_counter() - began, 1e-9)
-        text, audio = means[0], sum(means[1:]) / mc.n_q
-        return {"loss": text + audio, "text_loss": text, "audio_loss": audio,
-                "semantic_loss": means[1], "grad_norm": float(grad_norm),
-                "frames_per_s": float(stats[-1]) / seconds,
-                "tokens_per_s": float(stats[-1]) * mc.n_streams / seconds}
+        text, audio = means[0], sum(means[1:1 + mc.n_q]) / mc.n_q
+        out = {"loss": text + audio, "text_loss": text, "audio_loss": audio,
+               "semantic_loss": means[1], "grad_norm": float(grad_norm),
+               "frames_per_s": float(stats[-1]) / seconds,
+               "tokens_per_s": float(stats[-1]) * mc.n_streams / seconds}
+        if mc.listen:
+            out["listen_loss"] = means[-1]
+        return out

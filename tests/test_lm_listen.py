@@ -1,0 +1,121 @@
+"""The listen head (`voxlm lm train --listen-weight`): the user's words as a target row lagging
+their audio, batches that carry it, its loss, a duplex fine-tune that adds a head to a model
+without one and lowers its loss, the exported model still generating from the S input rows."""
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from test_lm_train import corpora, dialogue_tokens, task  # noqa: F401 (fixtures)
+
+from voxlm.errors import VoxlmError
+from voxlm.lm.data import LayoutConfig, LMData, TokenShards, config_for_shards
+from voxlm.lm.generate import GREEDY, LMGen
+from voxlm.lm.model import LM, TEXT_EOW_ID, TEXT_PAD_ID, lm_config, load_lm
+from voxlm.lm.streams import FRAME_RATE, TEXT_OFFSET, duplex, listen_row
+from voxlm.lm.train import stream_losses
+from voxlm.train import TrainConfig, Trainer
+
+torch.set_num_threads(1)
+USER = [{"w": "What", "start": 0.3, "end": 0.6}, {"w": "is", "start": 0.66, "end": 0.75},
+        {"w": "eight", "start": 1.1, "end": 1.4}, {"w": "minus", "start": 1.4, "end": 1.9},
+        {"w": "two", "start": 2.0, "end": 2.3}]
+
+
+def config(**changes):
+    return replace(lm_config("tiny"), context=128, **changes)  # n_q 3, card 64, text_card 40
+
+
+def test_listen_row_lags_the_user_audio_by_the_delay():
+    c = config(listen=True)
+    ids = [[3], [4], [5, 6], [7], [8, 9]]
+    length = 40
+    for delay, text_delay in ((0, 0), (3, 0), (3, -2)):
+        row = listen_row(USER, ids, c, length, delay, text_delay)
+        audio_at = 1 + max(-text_delay, 0)  # the user's first audio column in duplex frames
+        assert row.shape == (length,) and row[0] == c.text_start_id
+        eows = np.flatnonzero(row == TEXT_EOW_ID)
+        assert len(eows) == len(USER)
+        assert eows[0] == audio_at + delay + int(0.3 * FRAME_RATE) - 1
+        assert eows[2] == audio_at + delay + int(1.1 * FRAME_RATE) - 1  # a gap before "eight"
+        words = [list(row[e + 1:e + 1 + len(t)] - TEXT_OFFSET) for e, t in zip(eows, ids)]
+        assert words == ids
+        assert ((row[1:] == TEXT_PAD_ID) | (row[1:] == TEXT_EOW_ID) | (row[1:] >= TEXT_OFFSET)).all()
+    short = listen_row(USER, ids, c, 30, 3)  # "two" at 2.0 s + 3 frames runs past 30 columns
+    assert len(short) == 30 and (np.flatnonzero(short == TEXT_EOW_ID) < 30).all()
+    with pytest.raises(ValueError, match="listen_delay"):
+        listen_row(USER, ids, c, length, -1)
+    with pytest.raises(ValueError, match="one token list per word"):
+        listen_row(USER, ids[:2], c, length, 3)
+
+
+def test_the_listen_row_is_a_target_never_an_input():
+    c = config(listen=True)
+    torch.manual_seed(0)
+    lm = LM(c).eval()
+    rng = np.random.default_rng(0)
+    frames = duplex(rng.integers(0, c.card, (3, 30)), rng.integers(0, c.card, (3, 30)), USER[:2],
+                    [[3], [4]], c)
+    heard = listen_row(USER, [[3], [4], [5, 6], [7], [8, 9]], c, frames.shape[1], 3)
+    stacked = torch.from_numpy(np.concatenate([frames, heard[None]]))[None]  # [1, S + 1, L]
+    other = stacked.clone()
+    other[:, -1, 1:] = TEXT_PAD_ID  # another listen row: the same logits
+    with torch.no_grad():
+        a, b, plain = lm(stacked), lm(other), lm(stacked[:, :c.n_streams])
+    assert a.listen_logits.shape == (1, stacked.shape[2], c.text_card)
+    assert torch.equal(a.audio_logits, b.audio_logits) and torch.equal(a.listen_logits, b.listen_logits)
+    assert torch.equal(a.text_logits, plain.text_logits)
+    sums, counts = stream_losses(a, stacked)
+    assert len(sums) == 2 + c.n_q
+    targets = stacked[0, -1, 1:]
+    keep = targets != c.text_card
+    expected = F.cross_entropy(a.listen_logits[0, :-1][keep], targets[keep], reduction="sum")
+    assert torch.allclose(sums[-1], expected) and counts[-1] == keep.sum()
+    assert len(stream_losses(plain, stacked[:, :c.n_streams])[0]) == 1 + c.n_q  # no row: no loss
+
+
+def test_duplex_batches_carry_the_users_words(dialogue_tokens):  # noqa: F811
+    shards = TokenShards(dialogue_tokens)
+    c = replace(config_for_shards(lm_config("tiny"), shards), listen=True)
+    data = LMData(shards, c, LayoutConfig(mode="duplex", listen_delay=2), batch_size=2)
+    (batch,) = data.batch(0)
+    assert batch.shape[1] == c.n_streams + 1
+    for index in range(len(data.streams)):
+        frames = data.layout_frames(index, np.random.default_rng(0))
+        item, _ = data.streams[index]
+        user_ids = [i for w in shards.words(item, 0) for i in w["ids"]]
+        row = frames[-1]
+        heard = row[(row >= TEXT_OFFSET) & (row < c.text_start_id)] - TEXT_OFFSET
+        assert list(heard) == user_ids[:len(heard)] and len(heard) >= len(user_ids) - 3
+        first = shards.words(item, 0)[0]
+        assert np.flatnonzero(row == TEXT_EOW_ID)[0] == 1 + 2 + int(first["start"] * FRAME_RATE) - 1
+    with pytest.raises(VoxlmError, match="listen head learns the user's words"):
+        LMData(shards, c, LayoutConfig(mode="aligned"), batch_size=2)
+
+
+def test_fine_tune_adds_a_listen_head_that_learns(dialogue_tokens, tmp_path):  # noqa: F811
+    Trainer(task(dialogue_tokens, mode="duplex"),
+            TrainConfig(steps=2, warmup=1, save_every=100, seed=0), tmp_path / "a",
+            progress=False).run()
+    source = load_lm(tmp_path / "a")
+    assert not source.config.listen
+    tuned = task(dialogue_tokens, mode="duplex", init=str(tmp_path / "a"), listen_weight=1.0,
+                 batch_size=2)
+    Trainer(tuned, TrainConfig(steps=30, warmup=2, save_every=100, log_every=1, seed=0),
+            tmp_path / "b", progress=False).run()
+    rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    listen = [r["listen_loss"] for r in rows]
+    assert np.mean(listen[-5:]) < 0.7 * np.mean(listen[:3])
+    lm = load_lm(tmp_path / "b")
+    assert lm.config.listen and lm.config == replace(source.config, listen=True)
+    for name, weight in source.state_dict().items():  # the source's weights were the start
+        assert name in lm.state_dict()
+    gen = LMGen(lm, GREEDY)  # generation feeds the S input rows only
+    frame = torch.tensor([[lm.config.text_start_id] + [lm.config.audio_pad_id] * (lm.config.n_streams - 1)])
+    with gen.streaming(1):
+        out = gen.step(frame)
+    assert out.shape == (1, 1 + lm.config.n_q)
+    with pytest.raises(VoxlmError, match="--listen-weight"):
+        task(dialogue_tokens, mode="duplex", listen_weight=-1)
