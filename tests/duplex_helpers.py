@@ -33,18 +33,21 @@ def word_piece_ids(tok) -> list:
             if any(ch.isalpha() for ch in tok.piece(i)) and not tok.piece(i).startswith("<")]
 
 
-def tiny_lm(tok, seed: int = 0, acoustic_delay: int = 1, text_bias: bool = True) -> LM:
+def tiny_lm(tok, seed: int = 0, acoustic_delay: int = 1, text_bias: bool = True,
+            listen: bool = False) -> LM:
+    """With `listen`, a listen head too (created last: the other weights are the same)."""
     torch.manual_seed(seed)
     config = replace(lm_config("tiny"), text_card=text_card(tok.vocab_size),
-                     acoustic_delay=acoustic_delay)
+                     acoustic_delay=acoustic_delay, listen=listen)
     lm = LM(config).eval()
     if text_bias:
+        heads = [(lm.text_head.weight, 4.0)] + ([(lm.listen_head.weight, 8.0)] if listen else [])
         with torch.no_grad():
-            weight = lm.text_head.weight  # [text_card, depth_dim]
-            keep = torch.zeros(weight.shape[0], dtype=torch.bool)
-            keep[word_piece_ids(tok) + [TEXT_PAD_ID, TEXT_EOW_ID]] = True
-            weight[~keep] = 0.0  # logit 0, far below the biggest of the others
-            weight[keep] *= 4.0
+            for weight, gain in heads:  # [text_card, width]
+                keep = torch.zeros(weight.shape[0], dtype=torch.bool)
+                keep[word_piece_ids(tok) + [TEXT_PAD_ID, TEXT_EOW_ID]] = True
+                weight[~keep] = 0.0  # logit 0, far below the biggest of the others
+                weight[keep] *= gain
     return lm
 
 
@@ -66,9 +69,10 @@ def tiny_model(folder, seed: int = 0, acoustic_delay: int = 1, text_delay: int =
                          text_delay=text_delay)
 
 
-def export_run(root, mode: str = "duplex", seed: int = 0):
+def export_run(root, mode: str = "duplex", seed: int = 0, listen: bool = False):
     """What `voxlm lm train` writes: root/run (model.safetensors + tokenizer.model) for an LM
-    trained in `mode`, with the codec file its tokens name. -> the run folder."""
+    trained in `mode` (`listen`: with a listen head), with the codec file its tokens name.
+    -> the run folder."""
     from voxlm.codec.train import export_codec
     from voxlm.lm.data import LayoutConfig
     from voxlm.lm.tokenize_corpus import sha256_bytes
@@ -83,8 +87,9 @@ def export_run(root, mode: str = "duplex", seed: int = 0):
               "tokenizer": {"name": tok.name, "vocab_size": tok.vocab_size,
                             "sha256": sha256_bytes(tok.model_proto)}}
     task = SimpleNamespace(shards=SimpleNamespace(header=header, folder=tokens),
-                           lm=tiny_lm(tok, seed), config=LMTrainConfig(layout=LayoutConfig(mode=mode)))
-    run = root / f"run_{mode}"
+                           lm=tiny_lm(tok, seed, listen=listen),
+                           config=LMTrainConfig(layout=LayoutConfig(mode=mode)))
+    run = root / f"run_{mode}{'_listen' if listen else ''}"
     LMTask.export(task, run)
     return run
 

@@ -15,9 +15,9 @@ from duplex_helpers import export_run, speech
 from voxlm.audio import SAMPLE_RATE, load_audio
 from voxlm.cli import main
 from voxlm.data import read_manifest, write_manifest
-from voxlm.eval.dialogue import (OVERLAP_S, TAIL_S, WINDOW_S, answer_correct, answered_user_turns,
-                                 expected_answer, inner_text_in, latency_summary,
-                                 response_latencies, restates)
+from voxlm.eval.dialogue import (HEARD_S, OVERLAP_S, TAIL_S, WINDOW_S, answer_correct,
+                                 answered_user_turns, expected_answer, inner_text_in,
+                                 latency_summary, qa_items, response_latencies, restates)
 from voxlm.eval.metrics import normalize_text
 from voxlm.synth.dialogue import DialogueConfig, synthesize_dialogues
 from voxlm.synth.text import FACTS, qa_pair
@@ -218,6 +218,32 @@ def test_seeds_pool_more_conversations_of_the_same_dialogues(corpus, runs, tmp_p
     for entry in two["per_dialogue"]:
         assert all((x["id"], x["seed"]) == (entry["id"], entry["seed"]) for x in entry["qa"])
     assert "2 conversations per dialogue" in (tmp_path / "seeds2" / "report.md").read_text()
+
+
+def test_a_listen_head_shows_what_the_model_heard(corpus, tmp_path, capsys):
+    """A model with a listen head: the words it wrote down while each question was asked,
+    their WER against the question, and whether a sum's numbers and operator were heard."""
+    run = export_run(tmp_path, "duplex", listen=True)
+    report = tmp_path / "report"
+    assert main(["eval", "dialogue", "--report", str(report), "--checkpoint", str(run),
+                 "--data", str(corpus), "--quiet"]) == 0, capsys.readouterr().err
+    results = json.loads((report / "results.json").read_text())
+    qa = results["qa"]
+    assert qa["questions"] >= 1 and all("heard_words" in d for d in results["per_dialogue"])
+    assert any(d["heard_words"] for d in results["per_dialogue"])
+    rows = {r["id"]: r for r in read_manifest(corpus)}
+    errors = words = 0
+    for x in qa["items"]:
+        entry = next(d for d in results["per_dialogue"] if d["id"] == x["id"])
+        question = next(q for q in qa_items(rows[x["id"]]) if q["question"] == x["question"])
+        start, end = question["asked"]
+        assert x["heard"] == " ".join(w["w"] for w in entry["heard_words"]
+                                      if start <= w["start"] < end + HEARD_S)
+        assert x["heard_errors"][1] == len(normalize_text(x["question"]))
+        assert ("heard_echo" in x) == (x["kind"] == "arithmetic")
+        errors, words = errors + x["heard_errors"][0], words + x["heard_errors"][1]
+    assert qa["generated"]["heard_wer"] == pytest.approx(errors / words)
+    assert "listen head wrote down the questions" in (report / "report.md").read_text()
 
 
 # ---------------------------------------------------------------- bad inputs

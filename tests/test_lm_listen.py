@@ -119,3 +119,44 @@ def test_fine_tune_adds_a_listen_head_that_learns(dialogue_tokens, tmp_path):  #
     assert out.shape == (1, 1 + lm.config.n_q)
     with pytest.raises(VoxlmError, match="--listen-weight"):
         task(dialogue_tokens, mode="duplex", listen_weight=-1)
+
+
+# ---------------------------------------------------------------- the runtime
+
+def listen_model(folder):
+    """A tiny random duplex model with a listen head biased towards word pieces."""
+    from duplex_helpers import tiny_codec, tiny_lm, tokenizer
+
+    from voxlm.dialogue import DialogueModel
+
+    tok = tokenizer(folder)
+    return DialogueModel(tiny_lm(tok, listen=True), tiny_codec(), tok, listen_delay=2)
+
+
+def test_runtime_listen_head_equals_offline_and_writes_words(tmp_path):
+    from duplex_helpers import speech
+
+    from voxlm.chat import ChatOptions, chat
+    from voxlm.dialogue import DuplexRuntime, TextDecoder
+
+    model = listen_model(tmp_path)
+    fed, heard, words = [], [], []
+    with DuplexRuntime(model, 1, GREEDY) as runtime:
+        step = runtime.gen.step
+        runtime.gen.step = lambda frame, *a, **k: (fed.append(frame.clone()), step(frame, *a, **k))[1]
+        session = runtime.open()
+        session.feed(speech(2.0))
+        for _ in range(30):
+            out = runtime.step()[session.id]
+            heard.append(int(runtime.gen.heard[0]))
+            words += [out.heard_word] if out.heard_word else []
+    with torch.no_grad():  # the same frames offline: the same listen ids, column by column
+        offline = model.lm(torch.stack(fed, dim=2)).listen_logits[0].argmax(-1)  # [T]
+    assert offline.tolist() == heard
+    decoder = TextDecoder(model.tokenizer, model.heard_at)
+    expected = [w for c, i in enumerate(heard, start=1) for w in [decoder.push(i, c)[1]] if w]
+    assert words == expected and words  # a word's start: its first column - heard_at, in s
+    assert all(0 <= w.start <= w.end <= 31 / FRAME_RATE for w in words)
+    result = chat(model, speech(1.5), ChatOptions(max_seconds=3.0, sampling=GREEDY), seed=0)
+    assert result.heard and all(w.w for w in result.heard)
+    assert [w.start for w in result.heard] == sorted(w.start for w in result.heard)

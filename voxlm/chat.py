@@ -5,6 +5,7 @@ the model has finished its answer (or a limit), as a stereo wav and a transcript
     result = chat(model, audio, ChatOptions(max_seconds=20), seed=0)
     result.audio        # [N, 2] float32 16 kHz: channel 0 the user (the input), channel 1 the model
     result.words        # [Word]: the model's inner text, with start and end seconds
+    result.heard        # [Word]: the user's words as a listen head wrote them down (if it has one)
 
 The loop is `dialogue.DuplexRuntime` with one session, the code path of the server: the input
 is fed whole and taken one 80 ms frame per step; after it, each step gets silence. The model's
@@ -47,6 +48,7 @@ class ChatResult(NamedTuple):
     frames: int  # frames of dialogue written
     input_frames: int  # frames the input filled
     latency: dict  # dialogue.LatencyStats.summary() of the run
+    heard: tuple = ()  # [dialogue.Word] the user's words as its listen head wrote them down
 
 
 def chat(model, audio: np.ndarray, options: ChatOptions = ChatOptions(),
@@ -72,7 +74,7 @@ def chat(model, audio: np.ndarray, options: ChatOptions = ChatOptions(),
     user[:audio.size] = audio
     if seed is not None:
         torch.manual_seed(seed)
-    voice, texts, words = [], [], []
+    voice, texts, words, heard = [], [], [], []
     spoke, quiet = False, 0
     with DuplexRuntime(model, 1, options.sampling, int8=options.int8) as runtime:
         session = runtime.open()
@@ -81,6 +83,7 @@ def chat(model, audio: np.ndarray, options: ChatOptions = ChatOptions(),
             out = runtime.step()[session.id]
             texts.append(out.text)
             words += [out.word] if out.word else []
+            heard += [out.heard_word] if out.heard_word else []
             if out.model_frame is None:
                 continue
             voice.append(out.audio)
@@ -93,10 +96,12 @@ def chat(model, audio: np.ndarray, options: ChatOptions = ChatOptions(),
         text, word = session.text.finish()
         texts.append(text)
         words += [word] if word else []
+        if session.heard is not None:
+            heard += [w for w in session.heard.finish()[1:] if w]
         latency = runtime.latency.summary()
     frames = len(voice)
     stereo = np.stack([user[:frames * hop], np.concatenate(voice)], axis=1)  # [N, 2]
-    return ChatResult(stereo, words, "".join(texts), frames, input_frames, latency)
+    return ChatResult(stereo, words, "".join(texts), frames, input_frames, latency, tuple(heard))
 
 
 def chat_file(source, output, transcript=None, checkpoint=None, codec=None,
@@ -125,6 +130,8 @@ def chat_file(source, output, transcript=None, checkpoint=None, codec=None,
             "input_seconds": round(len(audio) / SAMPLE_RATE, 3), "text": result.text,
             "words": [{"w": w.w, "start": round(w.start, 3), "end": round(w.end, 3)}
                       for w in result.words],
+            **({"heard": [{"w": w.w, "start": round(w.start, 3), "end": round(w.end, 3)}
+                          for w in result.heard]} if model.lm.config.listen else {}),
             "model": model.info(), "latency_ms": result.latency,
             "real_time_factor": round(step / (1000 * model.codec.config.hop / SAMPLE_RATE), 4)})
     return result

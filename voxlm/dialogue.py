@@ -7,6 +7,7 @@ codec, run one LM step (temporal + depth), decode the model's frame; sessions sh
     session.feed(samples)                            # float32 16 kHz, any length, any thread
     out = runtime.step()[session.id]                 # one frame for every open session
     out.audio, out.text                              # [1280] model voice; new inner text
+    out.heard_word                                   # a word the listen head wrote down, if any
     runtime.close(session)                           # frees the row for the next session
     runtime.latency.summary()                        # ms per step: encode, lm, decode, step
 
@@ -78,6 +79,7 @@ class DialogueModel:
     text_delay: int = 0  # frames the model's text lags its audio (< 0: leads), as trained
     path: Path | None = None  # the model file, when loaded from one
     frame_rate: float = FRAME_RATE  # Hz of its tokens
+    listen_delay: int = 3  # frames its listen head's text lags the user's audio, as trained
 
     def __post_init__(self):
         from .lm.speech import SpeechLayout, check_codec
@@ -95,11 +97,16 @@ class DialogueModel:
     def text_at(self) -> int:  # layout column the text of audio frame 0 would sit at
         return 1 + max(self.text_delay, 0)
 
+    @property
+    def heard_at(self) -> int:  # layout column the listen head's text of user frame 0 sits at
+        return self.audio_at + self.listen_delay
+
     def info(self) -> dict:
         c = self.lm.config
         return {"path": str(self.path) if self.path else None, "codebooks": c.n_q,
                 "frame_rate": self.frame_rate, "frame_samples": self.codec.config.hop,
                 "text_delay": self.text_delay, "acoustic_delay": c.acoustic_delay,
+                "listen_head": c.listen,
                 "parameters": sum(p.numel() for p in self.lm.parameters()),
                 "tokenizer": getattr(self.tokenizer, "name", None)}
 
@@ -119,7 +126,7 @@ def load_dialogue_model(checkpoint=None, codec=None, device: str = "cpu") -> Dia
                          "not duplex, so it cannot listen while it speaks", TRAIN_FIX)
     return DialogueModel(speech.lm, speech.codec(codec), speech.tokenizer(),
                          int(speech.extra.get("duplex_text_delay", 0)), speech.path,
-                         speech.layout.frame_rate)
+                         speech.layout.frame_rate, int(speech.extra.get("listen_delay", 3)))
 
 
 # ---------------------------------------------------------------- latency
@@ -226,6 +233,7 @@ class FrameResult(NamedTuple):
     model_frame: int | None  # index of the model's frame in `audio` (None: none yet)
     column: int  # layout column of the tokens sampled at this step
     tokens: np.ndarray  # [1 + n_q] int64 the model's text and audio ids sampled for `column`
+    heard_word: Word | None = None  # a word of the user's the listen head wrote down (LMConfig.listen)
 
 
 class Session:
@@ -242,6 +250,8 @@ class Session:
         self.fresh = {"lm", "encoder", "decoder"}  # parts whose batch row restarts at first use
         self.text = TextDecoder(runtime.model.tokenizer, runtime.model.text_at,
                                 runtime.model.frame_rate)
+        self.heard = (TextDecoder(runtime.model.tokenizer, runtime.model.heard_at,
+                                  runtime.model.frame_rate) if c.listen else None)
         self.hop = runtime.hop
         self.max_buffered = runtime.max_buffered
         self.received = self.underruns = self.dropped = 0  # samples; frames; samples
@@ -376,12 +386,15 @@ class DuplexRuntime:
         decoded = time.perf_counter()
 
         results = {}
+        heard = None if self.gen.heard is None else self.gen.heard.numpy()  # [B]
         for s in active:
             text, word = s.text.push(int(tokens[s.row, 0]), s.column)
+            heard_word = s.heard.push(int(heard[s.row]), s.column)[1] if s.heard else None
             voice = audio[s.row].copy() if s.id in speaking else np.zeros(self.hop, np.float32)
             results[s.id] = FrameResult(voice, text, int(tokens[s.row, 0]), word,
                                         s.user_frames - 1 if s in listening else None,
-                                        speaking.get(s.id), s.column, tokens[s.row].copy())
+                                        speaking.get(s.id), s.column, tokens[s.row].copy(),
+                                        heard_word)
         self.steps += 1
         ms = 1000.0
         self.latency.add(encode=(encoded - began) * ms, lm=(stepped - encoded) * ms,

@@ -51,6 +51,7 @@ HELD_OUT = ("test", "valid")  # user voices no model trained on (engines.voice_s
 OVERLAP_S = 0.5  # s, earliest answer start before the question ends (DialogueConfig.gap_range_s)
 WINDOW_S = 5.0  # s after a user turn's end within which an answer's onset counts
 TAIL_S = 5.0  # s the model may talk beyond the reference dialogue's end
+HEARD_S = 1.0  # s after a question's end in which its words may still be written down
 EXAMPLES = 3  # generated conversations written as wavs
 LATENCY_BIN_S = 0.1  # s, histogram bin
 STOPWORDS = {"a", "an", "the", "there", "is", "are", "has", "have", "called", "comes", "we"}
@@ -156,7 +157,7 @@ def qa_items(row) -> list:
         nxt = users[k + 1]["start"] if k + 1 < len(users) else None
         replies = [t for t in turns if t["channel"] == 1 and t["start"] > turn["start"]
                    and (nxt is None or t["start"] < nxt)]
-        out.append({"question": turn["text"], "answer": answer,
+        out.append({"question": turn["text"], "answer": answer, "asked": [turn["start"], turn["end"]],
                     "start": max(turn["end"] - OVERLAP_S, 0.0),
                     "end": None if nxt is None else nxt + OVERLAP_S,
                     "interrupted": bool(replies and replies[0]["interrupted"])})
@@ -366,6 +367,12 @@ def write_report(path, results: dict, gen_stats, ref_stats) -> Path:
                       f" (\"nine minus two is ...\": the question was heard): generated "
                       f"{qa['generated']['inner_echo']}/{qa['echo_questions']}, reference "
                       f"{qa['reference']['inner_echo']}/{qa['echo_questions']}."]
+        if "heard_wer" in qa["generated"]:
+            lines += ["", "The model's listen head wrote down the questions as it heard them "
+                      f"(while asked and {HEARD_S:g} s after): WER against the questions "
+                      f"{_f(100 * qa['generated']['heard_wer'], '{:.1f}%')}; the arithmetic "
+                      f"questions' numbers and operator written down in "
+                      f"{qa['generated']['heard_echo']}/{qa['echo_questions']}."]
         lines += ["", f"By kind, generated right / questions: {by_kind}.", "",
                   "| question | expected | generated inner text | generated transcript | "
                   "reference transcript |", "|---|---|---|---|---|"]
@@ -443,6 +450,9 @@ def run_dialogue_eval(report, checkpoint=None, codec=None, data="data/dialogues"
                              "latency_reference": r, "inner_text": result.text,
                              "inner_words": [{"w": w.w, "start": round(w.start, 3),
                                               "end": round(w.end, 3)} for w in result.words]})
+        if model.lm.config.listen:  # the user's words as its listen head wrote them down
+            per_dialogue[-1]["heard_words"] = [{"w": w.w, "start": round(w.start, 3),
+                                                "end": round(w.end, 3)} for w in result.heard]
     examples = []
     for row, gen in list(zip(rows, gens))[:EXAMPLES]:
         name = f"examples/{row['id']}.wav"
@@ -508,6 +518,12 @@ def _qa_part(rows, refs, gens, pending, per_dialogue, judges, progress) -> dict:
             if item["answer"].echo:
                 x[f"{side}_inner_echo"] = restates(inner, item["answer"])
             x[f"{side}_speech_errors"] = list(word_errors(inner, spoken["transcript"]))
+        if "heard_words" in per_dialogue[k]:  # what the listen head wrote while it was asked
+            start, end = item["asked"]
+            x["heard"] = inner_text_in(per_dialogue[k]["heard_words"], start, end + HEARD_S)
+            x["heard_errors"] = list(word_errors(item["question"], x["heard"]))
+            if item["answer"].echo:
+                x["heard_echo"] = restates(x["heard"], item["answer"])
         items.append(x)
     for entry in per_dialogue:
         entry["qa"] = [x for x in items if (x["id"], x["seed"]) == (entry["id"], entry["seed"])]
@@ -524,6 +540,11 @@ def _qa_part(rows, refs, gens, pending, per_dialogue, judges, progress) -> dict:
                      "inner_echo": sum(x[f"{side}_inner_echo"] for x in echoed),
                      # Whisper's transcript of the channel against the text it meant to say
                      "speech_text_wer": errors / words if words else math.nan}
+    listened = [x for x in items if "heard" in x]
+    if listened:  # the listen head: the questions' words it wrote down, their numbers and sign
+        errors, words = (sum(x["heard_errors"][i] for x in listened) for i in (0, 1))
+        out["generated"]["heard_wer"] = errors / words if words else math.nan
+        out["generated"]["heard_echo"] = sum(x.get("heard_echo", False) for x in listened)
     for kind in dict.fromkeys(x["kind"] for x in items):
         mine = [x for x in items if x["kind"] == kind]
         out["by_kind"][kind] = {"questions": len(mine),

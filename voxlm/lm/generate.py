@@ -95,6 +95,7 @@ class LMGen:
         self.options, self.int8 = options, int8
         self.lm = quantize_int8(lm) if int8 else lm
         self._plan = None
+        self.heard = None  # [B] the listen head's greedy id at the last step (LMConfig.listen)
 
     def streaming(self, batch_size: int = 1):
         self._plan = None  # weights may have moved since the last stream
@@ -146,6 +147,8 @@ class LMGen:
         positions, attention = self._plan
         batch = frame.shape[0]
         h = lm.hidden(frame[:, :, None])  # [B, 1, dim], one temporal step
+        if lm.config.listen:  # what it heard: the user's text id of the next column
+            self.heard = lm.listen_head(h[:, 0]).argmax(-1)
         base = lm.depth_in(h)  # [B, 1, depth_dim]
         forced = [force_text] + ([None] * lm.config.n_q if force_audio is None
                                  else list(torch.as_tensor(force_audio).unbind(-1)))
