@@ -160,3 +160,37 @@ def test_qa_share_and_weights_choose_the_questions():
                                                        or " times " in q for q in questions)
     assert all(_plan(random.Random(s), DialogueConfig(qa_share=0.0))[0] == "chitchat"
                for s in range(5))
+
+
+def test_user_shift_moves_training_voices_only():
+    """--user-shift: the same dialogue (voices, texts, turns) with the training user voice's pitch
+    moved by the cents it records; a held-out voice's dialogue comes out as without the shift."""
+    from dataclasses import replace
+
+    from voxlm.pitch import pitch_track
+
+    config = replace(CONFIG, qa_share=1.0, qa_exchanges=(1, 1), interrupt_prob=0.0,
+                     backchannel_prob=0.0)
+    shifted = replace(config, user_shift=4.0)
+    seen = set()
+    for index in range(12):
+        plain_audio, plain = make_dialogue(index, config)
+        audio, row = make_dialogue(index, shifted)
+        split = voice_split(parse_voice(row["user_voice"]))
+        assert (row["user_voice"], row["text"]) == (plain["user_voice"], plain["text"])
+        cents = row.get("user_shift_cents")
+        if split != "train":
+            assert cents is None and "user_shift_cents" not in plain
+            seen.add("held out")
+            continue
+        assert cents is not None and -400 <= cents <= 400 and "user_shift_cents" not in plain
+        if abs(cents) < 150:
+            continue
+        f0 = [np.median(track[0][track[1]]) for track in
+              (pitch_track(plain_audio[:, 0]), pitch_track(audio[:, 0]))]
+        measured = 1200 * np.log2(f0[1] / f0[0])
+        assert abs(measured - cents) < 60, (row["user_voice"], cents, measured)
+        for turn, before in zip(row["turns"], plain["turns"]):  # duration kept: the same timing
+            assert abs(turn["start"] - before["start"]) < 0.1 and abs(turn["end"] - before["end"]) < 0.1
+        seen.add("train")
+    assert seen == {"train", "held out"}

@@ -256,6 +256,8 @@ CLI_ERRORS = {
                                      ["--qa-share 1.5 is outside 0..1", "--qa-share 0.4"]),
     "dialogues-qa-weights-bad": ("synth dialogues --out {d}/q --count 1 --qa-weights 1,x",
                                  ["--qa-weights 1,x", "four non-negative numbers", "4,1,1,2"]),
+    "dialogues-user-shift-range": ("synth dialogues --out {d}/q --count 1 --user-shift 20",
+                                   ["--user-shift 20.0", "up to 12 semitones"]),
 }
 ARGPARSE = {  # rejected by the parser itself: usage, then `voxlm ...: error: ...`, exit 2
     "flag-unknown-command": ("bogus", ["invalid choice: 'bogus'"]),

@@ -422,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of dialogues that are spoken QA, 0..1 (the rest are chitchat)")
     p.add_argument("--qa-weights", type=_csv, default=("4", "1", "1", "2"), metavar="A,C,S,F",
                    help="relative odds of arithmetic, counting, spelling and fact questions")
+    p.add_argument("--user-shift", type=float, default=0.0, metavar="SEMITONES",
+                   help="shift each training user voice's pitch and formants by a random amount "
+                        "up to this many semitones, per dialogue (held-out voices never): more "
+                        "voices from the same engines (0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--quiet", action="store_true", help="no progress bar")

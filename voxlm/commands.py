@@ -32,8 +32,11 @@ def cmd_synth_dialogues(args):
         raise VoxlmError(f"--qa-weights {','.join(args.qa_weights)}",
                          "give four non-negative numbers, not all zero, for arithmetic,counting,"
                          "spelling,fact (e.g. 4,1,1,2)")
+    if not 0.0 <= args.user_shift <= 12.0:
+        raise VoxlmError(f"--user-shift {args.user_shift}",
+                         "pass 0 (off) up to 12 semitones, e.g. 4")
     config = DialogueConfig(seed=args.seed, assistant_voice=args.assistant_voice,
-                            qa_share=args.qa_share, qa_weights=weights)
+                            qa_share=args.qa_share, qa_weights=weights, user_shift=args.user_shift)
     manifest = synthesize_dialogues(args.out, args.count, config, workers=args.workers,
                                     progress=not args.quiet)
     print(f"dialogues: {manifest}")

@@ -263,7 +263,7 @@ def _aligned(codes, user_codes, words, word_tokens, config, text_delay, frame_ra
     _check_tokens(word_tokens, len(words), config)
     text_delay = int(text_delay)
     text_at, audio_at = 1 + max(text_delay, 0), 1 + max(-text_delay, 0)  # first column of each
-    text, cursor = _place_words(words, word_tokens, length, text_at, frame_rate)
+    text, cursor = place_words(words, word_tokens, length, text_at, frame_rate)
     frames = _empty(config, max(1 + length + abs(text_delay) + _max_delay(config), cursor))
     _write_text(frames[0], text)
     _put_audio(frames, codes, config, start=audio_at)
@@ -282,7 +282,7 @@ def listen_row(user_words, word_tokens, config: LMConfig, length: int, listen_de
         raise ValueError(f"listen_delay must be >= 0 frames, got {listen_delay}")
     _check_tokens(word_tokens, len(user_words), config)
     audio_at = 1 + max(-int(text_delay), 0)
-    text, _ = _place_words(user_words, word_tokens, length, audio_at + int(listen_delay),
+    text, _ = place_words(user_words, word_tokens, length, audio_at + int(listen_delay),
                            frame_rate)
     row = np.full(length + max((c + 1 + len(t) for c, t in text), default=0), config.text_start_id,
                   np.int64)
@@ -290,7 +290,7 @@ def listen_row(user_words, word_tokens, config: LMConfig, length: int, listen_de
     return row[:length]
 
 
-def _place_words(words, word_tokens, n_frames: int, text_at: int, frame_rate: float):
+def place_words(words, word_tokens, n_frames: int, text_at: int, frame_rate: float):
     """-> ([(column of the word's TEXT_EOW_ID, ids)], first free column). Word i's first token
     sits at column text_at + floor(start_i * frame_rate), or later when the previous word's
     tokens need the room."""

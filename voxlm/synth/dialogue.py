@@ -58,6 +58,10 @@ class DialogueConfig:
     chitchat_turns: tuple = (4, 8)  # consecutive turns taken from one conversation, inclusive
     user_rates: tuple = (0.9, 1.0, 1.1)  # speaking-rate factors a user voice may get
     user_pitch: tuple = (0.85, 1.15)  # pitch factor range for user voices (espeak honours it)
+    # voice shift: each dialogue with a training user voice gets a pitch-and-formant shift
+    # (sox `pitch`, duration kept) drawn uniformly in +-user_shift semitones, so a few voices
+    # become many; held-out voices are never shifted, so evaluations stay what they were
+    user_shift: float = 0.0  # semitones; 0: off
     # turn transitions: floor-transfer offset in seconds (speech end -> next speech start),
     # negative = overlap; split Laplace (sharply peaked, as real transitions are) at gap_mode_s
     gap_mode_s: float = 0.2  # s, modal transition (Stivers et al. 2009)
@@ -136,6 +140,7 @@ class _Context:
     prosody: tuple  # ((rate, pitch) user, (rate, pitch) assistant)
     bc_rng: random.Random  # own stream, so backchannels do not shift the main turns' draws
     cache: dict = field(default_factory=dict)
+    user_cents: float = 0.0  # the user voice's pitch-and-formant shift (DialogueConfig.user_shift)
 
 
 # ---------------------------------------------------------------- voices, texts, splits
@@ -215,7 +220,12 @@ def _speak(ctx: _Context, text: str, channel: int) -> _Clip:
         if voice.engine not in ctx.engines:
             ctx.engines[voice.engine] = get_engine(voice.engine)
         speech = ctx.engines[voice.engine].speak(text, voice, rate=rate, pitch=pitch)
-        audio = normalize_loudness(speech.audio)
+        audio = speech.audio
+        if channel == USER and ctx.user_cents:
+            from .augment import sox
+
+            audio = sox(audio, ["pitch", f"{ctx.user_cents:.0f}"])
+        audio = normalize_loudness(audio)
         ctx.cache[key] = _Clip(audio, list(speech.words), speech_runs(audio))
     return ctx.cache[key]
 
@@ -395,7 +405,12 @@ def make_dialogue(index: int, config: DialogueConfig = DialogueConfig(), engines
     engines = {} if own else engines
     try:
         bc_rng = random.Random(f"voxlm-backchannels:{config.seed}:{index}")
-        placed = _timeline(_Context(config, rng, engines, (user, assistant), prosody, bc_rng), plan)
+        cents = 0.0
+        if config.user_shift and voice_split(user) == "train":  # its own stream of draws too
+            shift = random.Random(f"voxlm-user-shift:{config.seed}:{index}")
+            cents = round(shift.uniform(-1.0, 1.0) * config.user_shift * 100.0)
+        placed = _timeline(_Context(config, rng, engines, (user, assistant), prosody, bc_rng,
+                                    user_cents=cents), plan)
     finally:
         if own:
             close_engines(engines)
@@ -422,6 +437,8 @@ def make_dialogue(index: int, config: DialogueConfig = DialogueConfig(), engines
            "words": words, "speaker": f"{user.id}|{assistant.id}",
            "engine": f"{user.engine}+{assistant.engine}", "split": voice_split(user),
            "turns": turns, "source": source, "user_voice": user.id, "assistant_voice": assistant.id}
+    if cents:
+        row["user_shift_cents"] = cents
     return stereo, check_row(row, did)
 
 

@@ -1,0 +1,182 @@
+"""python benchmarks/dialogue_hearing.py --tokens data/qa_tokens --data data/qa
+    --checkpoint voxlm/assets/dialogue.safetensors [--checkpoint C ...] [--limit 200]
+    [--out reports/dialogue_hearing]
+
+Does the dialogue model hear the sums it is asked? A teacher-forced measure, free of sampling
+noise: every arithmetic question of the held-out dialogues (user voices never trained on, splits
+test and valid) is laid out as in training (`streams.duplex`: the user's audio, the reference
+assistant's text and audio), and at each word of the reference answer ("eight minus two is
+six") the model's most likely text tokens, given everything before them, are compared with the
+reference's. Words are scored whole (every token right) in four roles: the first number, the
+operator and the second number restate what was heard; the result is what was worked out.
+Chance is about 1 in 13 for a number. A model with a listen head (`lm train --listen-weight`)
+is also scored on its transcript of the question's numbers and operator (the listen row).
+
+--train-too scores dialogues of training user voices as well: what was learned at all, beside
+what carries over to new voices. Writes OUT/results.json and OUT/report.md, prints the table.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from voxlm.data import read_manifest, write_atomic, write_json  # noqa: E402
+from voxlm.eval.dialogue import expected_answer  # noqa: E402
+from voxlm.eval.metrics import normalize_text  # noqa: E402
+from voxlm.lm.data import TokenShards  # noqa: E402
+from voxlm.lm.speech import load_speech_lm  # noqa: E402
+from voxlm.lm.streams import duplex, listen_row, place_words  # noqa: E402
+
+ROLES = ("first number", "operator", "second number", "result")
+
+
+def answer_roles(question: str, reply_words: list) -> dict:
+    """{index in reply_words: role} for a reference reply "A op B is R" to an arithmetic
+    question; {} for other questions or replies that do not restate it."""
+    answer = expected_answer(question)
+    if answer is None or answer.kind != "arithmetic":
+        return {}
+    said = [" ".join(normalize_text(w["w"])) for w in reply_words]
+    echo, result = list(answer.echo), list(answer.words)
+    for start in range(len(said)):  # "eight minus two" as three words, then "is", the result
+        parts = said[start:start + len(echo)]
+        if parts == echo and said[start + len(echo):start + len(echo) + 1] == ["is"]:
+            roles = {start: ROLES[0], start + 1: ROLES[1], start + 2: ROLES[2]} if len(echo) == 3 else {}
+            first = start + len(echo) + 1
+            roles.update({first + k: ROLES[3] for k in range(len(result))
+                          if said[first + k:first + k + 1] == [result[k]]})
+            return roles
+    return {}
+
+
+def question_roles(question_words: list, answer) -> dict:
+    """{index in the question's words: role} of its numbers and operator."""
+    said = [" ".join(normalize_text(w["w"])) for w in question_words]
+    echo = list(answer.echo)
+    for start in range(len(said) - len(echo) + 1):
+        if said[start:start + len(echo)] == echo and len(echo) == 3:
+            return {start: ROLES[0], start + 1: ROLES[1], start + 2: ROLES[2]}
+    return {}
+
+
+def word_right(logits: torch.Tensor, row: np.ndarray, eow: int, ids: list) -> bool:
+    """Every token of a word placed at `eow` (its TEXT_EOW_ID column) is the argmax of the
+    logits one column before it. logits [T, V]; row [T] the text row."""
+    columns = range(eow + 1, eow + 1 + len(ids))
+    if columns[-1] >= len(row):
+        return False
+    return all(int(logits[c - 1].argmax()) == int(row[c]) for c in columns)
+
+
+@torch.no_grad()
+def score(checkpoint, shards: TokenShards, rows: dict, limit: int, splits=("test", "valid")) -> dict:
+    speech = load_speech_lm(checkpoint)
+    lm, c = speech.lm, speech.lm.config
+    rate = shards.frame_rate
+    listen_delay = int(speech.extra.get("listen_delay", 3))
+    counts = {"model": defaultdict(lambda: [0, 0]), "listen": defaultdict(lambda: [0, 0])}
+    examples, done = [], 0
+    items = [i for i, item in enumerate(shards.items)
+             if item["split"] in splits and item["channels"] == 2
+             and rows.get(item["id"], {}).get("source") == "qa"]
+    for index in items[:limit]:
+        item, row = shards.items[index], rows[shards.items[index]["id"]]
+        user_codes, model_codes = shards.channel(index, 0), shards.channel(index, 1)
+        words = {ch: shards.words(index, ch) for ch in (0, 1)}
+        ids = {ch: [w["ids"] for w in words[ch]] for ch in (0, 1)}
+        frames = duplex(user_codes, model_codes, words[1], ids[1], c, 0, rate)
+        if frames.shape[1] > c.context:
+            continue
+        tokens = torch.from_numpy(frames)[None]
+        heard = None
+        if c.listen:
+            heard = listen_row(words[0], ids[0], c, frames.shape[1], listen_delay, 0, rate)
+            tokens = torch.cat([tokens, torch.from_numpy(heard)[None, None]], dim=1)
+        out = lm(tokens)
+        text_logits = out.text_logits[0].float()  # [T, V]
+        placed = {1: place_words(words[1], ids[1], model_codes.shape[1], 1, rate)[0]}
+        if c.listen:
+            placed[0] = place_words(words[0], ids[0], user_codes.shape[1], 1 + listen_delay, rate)[0]
+        done += 1
+        turns = [t for t in row["turns"] if t["kind"] != "backchannel"]
+        for q, reply in zip(turns, turns[1:]):
+            if q["channel"] != 0 or reply["channel"] != 1:
+                continue
+            answer = expected_answer(q["text"])
+            if answer is None or answer.kind != "arithmetic":
+                continue
+            reply_index = [k for k, w in enumerate(words[1])
+                           if reply["start"] - 1e-3 <= w["start"] <= reply["end"] + 1e-3]
+            roles = answer_roles(q["text"], [words[1][k] for k in reply_index])
+            got = {}
+            for k, role in roles.items():
+                eow, word_ids = placed[1][reply_index[k]]
+                right = word_right(text_logits, frames[0], eow, word_ids)
+                counts["model"][role][0] += right
+                counts["model"][role][1] += 1
+                got[role] = right
+            if c.listen:
+                asked = [k for k, w in enumerate(words[0])
+                         if q["start"] - 1e-3 <= w["start"] <= q["end"] + 1e-3]
+                for k, role in question_roles([words[0][j] for j in asked], answer).items():
+                    eow, word_ids = placed[0][asked[k]]
+                    right = word_right(out.listen_logits[0].float(), heard, eow, word_ids)
+                    counts["listen"][role][0] += right
+                    counts["listen"][role][1] += 1
+            if len(examples) < 12:
+                examples.append({"id": item["id"], "question": q["text"], "reply": reply["text"],
+                                 "right": got})
+    table = {part: {role: {"right": r, "words": n, "accuracy": r / n if n else None}
+                    for role, (r, n) in sorted(counts[part].items(), key=lambda kv: ROLES.index(kv[0]))}
+             for part in counts if counts[part]}
+    return {"checkpoint": str(checkpoint), "splits": list(splits), "dialogues": done,
+            "listen_head": c.listen,
+            "table": table, "examples": examples}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=Path, required=True, help="tokens of a QA dialogue corpus")
+    parser.add_argument("--data", type=Path, required=True, help="the corpus (its manifest's turns)")
+    parser.add_argument("--checkpoint", action="append", required=True, help="repeatable")
+    parser.add_argument("--limit", type=int, default=200, help="QA dialogues per split group")
+    parser.add_argument("--train-too", action="store_true",
+                        help="also score dialogues of training user voices (split train)")
+    parser.add_argument("--out", type=Path, default=Path("reports/dialogue_hearing"))
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    shards = TokenShards(args.tokens)
+    rows = {r["id"]: r for r in read_manifest(args.data)}
+    groups = [("test", "valid")] + ([("train",)] if args.train_too else [])
+    results = [score(cp, shards, rows, args.limit, g) for cp in args.checkpoint for g in groups]
+    lines = ["# Does the dialogue model hear the sums?", "",
+             f"`python benchmarks/dialogue_hearing.py --tokens {args.tokens} --data {args.data} "
+             f"--limit {args.limit}`: teacher-forced, held-out user voices; a word is right when "
+             "each of its tokens is the model's most likely one.", "",
+             "| model | user voices | part | dialogues | " + " | ".join(ROLES) + " |",
+             "|---|---|---|---|" + "---|" * len(ROLES)]
+    for r in results:
+        for part, roles in r["table"].items():
+            cells = [f"{roles[k]['right']}/{roles[k]['words']} ({100 * roles[k]['accuracy']:.0f}%)"
+                     if k in roles else "-" for k in ROLES]
+            name = "answer text" if part == "model" else "listen head (the question)"
+            voices = "trained on" if r["splits"] == ["train"] else "held out"
+            lines.append(f"| `{r['checkpoint']}` | {voices} | {name} | {r['dialogues']} | "
+                         + " | ".join(cells) + " |")
+    report = "\n".join(lines) + "\n"
+    write_json(args.out / "results.json", results)
+    write_atomic(args.out / "report.md", report)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
