@@ -260,3 +260,20 @@ def test_ring_buffer_steps_after_wrap_and_rope_table():
     cos, sin = rope_table(7, 8, "cpu")
     fast = apply_rope(q.transpose(1, 2)[:, :, None], cos[2:7], sin[2:7])[:, :, 0].transpose(1, 2)
     assert (fast - rope(q, torch.arange(2, 7))).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("length", [9, 40])
+def test_bf16_attention_on_cpu_matches_float32(length):
+    """Under bf16 autocast, short sequences (the depth transformer's) attend in float32 and long
+    ones in bf16; both stay within bf16 rounding of the float32 model, gradients included."""
+    torch.manual_seed(0)
+    stack = Transformer(64, 2, 4, 64, 2, rope=length > 16)
+    x = torch.randn(6, length, 64, requires_grad=True)
+    weights = torch.randn(6, length, 64)  # a loss whose gradient the final norm does not cancel
+    reference = stack(x)
+    (grad_ref,) = torch.autograd.grad((reference * weights).sum(), x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = stack(x)
+    (grad,) = torch.autograd.grad((y.float() * weights).sum(), x)
+    assert 0 < (y.float() - reference).abs().max() < 0.05 * reference.abs().max()  # bf16 ran
+    assert (grad - grad_ref).abs().max() < 0.05 * grad_ref.abs().max()

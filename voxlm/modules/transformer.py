@@ -76,6 +76,7 @@ class BlockConfig:
 
 
 ACTIVATIONS = {"silu": F.silu, "gelu_tanh": partial(F.gelu, approximate="tanh")}
+SHORT_KEYS = 32  # keys at most: bf16 attention on a CPU runs in float32 (`Attention._attend`)
 
 
 def rope_table(length: int, head_dim: int, device, base: float = 10_000.0) -> tuple:
@@ -186,7 +187,17 @@ class Attention(StreamingModule):
         return self.out(y.transpose(1, 2).reshape(batch, length, heads * self.head_dim))
 
     def _attend(self, q, k, v, **mask) -> torch.Tensor:
-        """SDPA, q [B, H, T, Dh], k and v [B, Hkv, L, Dh] -> [B, H, T, Dh]."""
+        """SDPA, q [B, H, T, Dh], k and v [B, Hkv, L, Dh] -> [B, H, T, Dh].
+
+        bf16 on a CPU with short keys (the depth transformer's 1 + n_q positions over thousands
+        of frames) runs in float32: torch's CPU flash kernel takes 6.7x as long in bf16 there
+        (backward included; benchmarks/lm_throughput.py --dtype both), a third of a bf16
+        training step before this."""
+        if q.dtype == torch.bfloat16 and q.device.type == "cpu" and k.shape[2] <= SHORT_KEYS:
+            with torch.autocast("cpu", enabled=False):
+                y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), scale=self.scale,
+                                                   enable_gqa=self.kv_heads != self.heads, **mask)
+            return y.to(q.dtype)
         return F.scaled_dot_product_attention(q, k, v, scale=self.scale,
                                               enable_gqa=self.kv_heads != self.heads, **mask)
 
