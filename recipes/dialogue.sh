@@ -2,10 +2,14 @@
 # On GPUs: `torchrun --nproc_per_node N -m voxlm lm train ...` with a larger --batch-size and
 # --steps; more dialogues (--count) is what helps most.
 set -euo pipefail
+# bf16 autocast where the CPU has AVX-512 BF16 (2.1x the fp32 step of the dialogue model's
+# shape there; 16x slower without it: docs/BENCHMARKS.md, "Training throughput")
+BF16=--bf16
+grep -qw avx512_bf16 /proc/cpuinfo || BF16=""
 voxlm synth dialogues --out data/dialogues --count 1344 --seed 0          # 7.1 h, resumable
 # codec codes of both channels (the shipped codec) and a 1000-id sentencepiece on the words
 voxlm lm tokenize --data data/dialogues --out data/dialogue_tokens --text-vocab 1000
-voxlm lm train --data data/dialogue_tokens --out runs/dialogue --mode duplex --config small \
+voxlm lm train --data data/dialogue_tokens --out runs/dialogue --mode duplex --config small $BF16 \
     --steps 1100 --stop-at 600 --batch-size 8 --lr 1e-3 --warmup 100 --semantic-weight 4 \
     --save-every 100 --log-every 10 --valid-every 50     # resumes if killed; held-out loss
 #   every 50 steps (valid_loss in metrics.jsonl), the best step's weights in runs/dialogue/best.safetensors:
@@ -15,7 +19,7 @@ voxlm lm train --data data/dialogue_tokens --out runs/dialogue --mode duplex --c
 # the held-out loss that picks the best step)
 voxlm synth dialogues --out data/qa --count 2400 --seed 1 --qa-share 1 --qa-weights 6,1,1,1
 voxlm lm tokenize --data data/qa --out data/qa_tokens --tokenizer data/dialogue_tokens/tokenizer.model
-voxlm lm train --data data/qa_tokens --data data/dialogue_tokens --out runs/dialogue_qa \
+voxlm lm train --data data/qa_tokens --data data/dialogue_tokens --out runs/dialogue_qa $BF16 \
     --mode duplex --init runs/dialogue/best.safetensors --steps 2000 --stop-at 800 --batch-size 8 \
     --lr 6e-4 --warmup 60 --semantic-weight 4 --save-every 100 --log-every 10 --valid-every 100
 #   held-out loss was lowest at step 700 and rose after (the shipped run went on to step 814);

@@ -5,6 +5,10 @@
 # Its text ids are the dialogue model's (one sentencepiece), so a dialogue model can start from
 # it (`lm train --mode duplex --init runs/lm_speech2`: its speech tables read the user too).
 set -euo pipefail
+# bf16 autocast where the CPU has AVX-512 BF16 (2.1x the fp32 step of the dialogue model's
+# shape there; 16x slower without it: docs/BENCHMARKS.md, "Training throughput")
+BF16=--bf16
+grep -qw avx512_bf16 /proc/cpuinfo || BF16=""
 # 10 hours of monologues in 26 training voices (espeak, flite, piper, kokoro; pitch and rate
 # varied per item); the voices of split valid and test are never trained on
 voxlm synth corpus --out data/corpus --minutes 240 --seed 0     # recipes/codec.sh made it
@@ -15,12 +19,12 @@ for corpus in corpus corpus2; do
 done
 # stage 1: the first 4 hours, ended at step 1200 of a 6000-step schedule, where its held-out
 # loss stopped falling (7.73, 7.75, 7.70 at steps 800, 1000, 1200)
-voxlm lm train --data data/corpus_tokens --out runs/lm_speech --mode aligned --config small \
+voxlm lm train --data data/corpus_tokens --out runs/lm_speech --mode aligned --config small $BF16 \
     --steps 6000 --stop-at 1200 --batch-size 16 --lr 1e-3 --warmup 200 --semantic-weight 4 \
     --save-every 100 --log-every 10 --valid-every 200
 # stage 2: all 10 hours, dropout against the overfitting stage 1 showed (training batches down to 4.5,
 # held-out 7.7)
-voxlm lm train --data data/corpus_tokens --data data/corpus2_tokens --out runs/lm_speech2 \
+voxlm lm train --data data/corpus_tokens --data data/corpus2_tokens --out runs/lm_speech2 $BF16 \
     --mode aligned --init runs/lm_speech/best.safetensors --dropout 0.1 --steps 2600 --stop-at 2000 \
     --batch-size 16 --lr 6e-4 --warmup 100 --semantic-weight 4 --save-every 100 \
     --log-every 10 --valid-every 200
