@@ -111,7 +111,7 @@ def chat_file(source, output, transcript=None, checkpoint=None, codec=None,
     16 kHz mono), run `chat`, write the stereo wav and the transcript JSON atomically."""
     from .audio import WRITABLE, load_audio, save_audio
     from .data import write_json
-    from .dialogue import load_dialogue_model
+    from .dialogue import load_dialogue_model, word_dicts
 
     output = Path(output)
     if output.suffix.lower() not in WRITABLE:
@@ -128,10 +128,8 @@ def chat_file(source, output, transcript=None, checkpoint=None, codec=None,
             "input": str(source), "output": str(output), "sample_rate": SAMPLE_RATE,
             "channels": ["user", "model"], "seconds": round(len(result.audio) / SAMPLE_RATE, 3),
             "input_seconds": round(len(audio) / SAMPLE_RATE, 3), "text": result.text,
-            "words": [{"w": w.w, "start": round(w.start, 3), "end": round(w.end, 3)}
-                      for w in result.words],
-            **({"heard": [{"w": w.w, "start": round(w.start, 3), "end": round(w.end, 3)}
-                          for w in result.heard]} if model.lm.config.listen else {}),
+            "words": word_dicts(result.words),
+            **({"heard": word_dicts(result.heard)} if model.lm.config.listen else {}),
             "model": model.info(), "latency_ms": result.latency,
             "real_time_factor": round(step / (1000 * model.codec.config.hop / SAMPLE_RATE), 4)})
     return result

@@ -170,6 +170,11 @@ class Word(NamedTuple):
     end: float  # seconds: the frame after its last token
 
 
+def word_dicts(words) -> list:
+    """[Word] -> [{"w", "start", "end"}] with times in ms precision, as transcripts store them."""
+    return [{"w": w.w, "start": round(w.start, 3), "end": round(w.end, 3)} for w in words]
+
+
 class TextDecoder:
     """Text stream ids -> text as it grows, word by word. A word is a run of tokenizer ids (a
     piece that starts with "▁" inside a run starts another); its text is decoded whole each time

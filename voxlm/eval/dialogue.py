@@ -403,7 +403,7 @@ def run_dialogue_eval(report, checkpoint=None, codec=None, data="data/dialogues"
 
     from ..audio import load_audio, save_audio
     from ..chat import ChatOptions, chat
-    from ..dialogue import load_dialogue_model
+    from ..dialogue import load_dialogue_model, word_dicts
     from ..lm.generate import SamplingOptions
     from ..turntaking import dialogue_stats
 
@@ -448,11 +448,9 @@ def run_dialogue_eval(report, checkpoint=None, codec=None, data="data/dialogues"
                              "generated_seconds": round(len(gen) / SAMPLE_RATE, 3),
                              "user_turn_ends": ends, "latency_generated": g,
                              "latency_reference": r, "inner_text": result.text,
-                             "inner_words": [{"w": w.w, "start": round(w.start, 3),
-                                              "end": round(w.end, 3)} for w in result.words]})
+                             "inner_words": word_dicts(result.words)})
         if model.lm.config.listen:  # the user's words as its listen head wrote them down
-            per_dialogue[-1]["heard_words"] = [{"w": w.w, "start": round(w.start, 3),
-                                                "end": round(w.end, 3)} for w in result.heard]
+            per_dialogue[-1]["heard_words"] = word_dicts(result.heard)
     examples = []
     for row, gen in list(zip(rows, gens))[:EXAMPLES]:
         name = f"examples/{row['id']}.wav"
