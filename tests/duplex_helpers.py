@@ -63,10 +63,10 @@ def tiny_codec(seed: int = 0) -> Codec:
 
 
 def tiny_model(folder, seed: int = 0, acoustic_delay: int = 1, text_delay: int = 0,
-               text_bias: bool = True) -> DialogueModel:
+               text_bias: bool = True, listen: bool = False) -> DialogueModel:
     tok = tokenizer(folder)
-    return DialogueModel(tiny_lm(tok, seed, acoustic_delay, text_bias), tiny_codec(seed), tok,
-                         text_delay=text_delay)
+    return DialogueModel(tiny_lm(tok, seed, acoustic_delay, text_bias, listen), tiny_codec(seed),
+                         tok, text_delay=text_delay, listen_delay=2)
 
 
 def export_run(root, mode: str = "duplex", seed: int = 0, listen: bool = False):

@@ -43,7 +43,8 @@ def question(tmp_path_factory):
 
 
 def test_page_talks_to_the_server(question, tmp_path):
-    server = DialogueServer(tiny_model(tmp_path), ServerConfig(port=0, max_sessions=2))
+    server = DialogueServer(tiny_model(tmp_path, listen=True),  # a listen head: "heard" words
+                            ServerConfig(port=0, max_sessions=2))
     flags = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
              f"--use-file-for-fake-audio-capture={question}", "--autoplay-policy=no-user-gesture-required",
              "--no-sandbox", "--mute-audio"]
@@ -56,6 +57,7 @@ def test_page_talks_to_the_server(question, tmp_path):
             page.on("pageerror", lambda error: problems.append(str(error)))
             page.goto(url)
             assert page.text_content("#status") == "idle"
+            assert not page.is_visible("#heard-section")  # shown once a heard word arrives
             page.click("#start")
             page.wait_for_function("window.voxlm.ready", timeout=15000)
             # two seconds of the model's audio and some of its text, while the microphone talks
@@ -63,12 +65,14 @@ def test_page_talks_to_the_server(question, tmp_path):
                                    " > 0 && window.voxlm.sentSamples >= 16000", timeout=20000)
             page.wait_for_function("window.voxlm.rttMs !== null && window.voxlm.bufferMs !== null",
                                    timeout=5000)
+            page.wait_for_function("window.voxlm.heard.length > 0", timeout=10000)
             latency = page.text_content("#latency")
             page.click("#stop")
             page.wait_for_function("window.voxlm.ended !== null && !window.voxlm.ready",
                                    timeout=10000)
             state = page.evaluate("window.voxlm")
             shown = page.text_content("#transcript")
+            heard = page.text_content("#heard") if page.is_visible("#heard-section") else None
             status = page.text_content("#status")
         finally:
             browser.close()
@@ -80,5 +84,6 @@ def test_page_talks_to_the_server(question, tmp_path):
     assert state["audioMessages"] == summary["frames_sent"]
     assert summary["input_samples"] >= 16000 and summary["input_peak"] > 0.05  # the question
     assert "round trip" in latency and " ms" in latency
+    assert heard == " ".join(state["heard"]) and heard.strip()  # every word the server sent
     print(f"browser: {state['audioMessages']} frames received, {state['sentSamples']} samples sent, "
           f"text {shown[:40]!r}..., {latency}, input peak {summary['input_peak']}")

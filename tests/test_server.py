@@ -28,9 +28,10 @@ def folder(tmp_path_factory):
     return tmp_path_factory.mktemp("server")
 
 
-def running(folder, **config):
-    """A server on a free loopback port; `with running(...) as (server, url):`."""
-    server = DialogueServer(tiny_model(folder), ServerConfig(port=0, **config))
+def running(folder, listen: bool = False, **config):
+    """A server on a free loopback port; `with running(...) as (server, url):`. `listen`: a
+    model with a listen head."""
+    server = DialogueServer(tiny_model(folder, listen=listen), ServerConfig(port=0, **config))
 
     class Context:
         def __enter__(self):
@@ -98,6 +99,26 @@ def test_handshake_audio_text_and_stop(folder):
     assert summary["text"] == text  # everything sent before "end" arrived
     assert summary["input_samples"] == 16000 and summary["input_peak"] > 0.2
     assert summary["frames_sent"] == len(audio)
+
+
+def test_a_listen_head_sends_the_words_it_heard(folder):
+    """A model with a listen head sends {"type": "heard"} words with their times, in order; the
+    model above, without one, sends none (its last control message is "end")."""
+    with running(folder, listen=True) as (server, url):
+        async def talk():
+            async with aiohttp.ClientSession() as http, http.ws_connect(url + "api/chat") as ws:
+                await ws.receive(timeout=5)
+                await ws.send_bytes(pcm(speech(1.5)))
+                heard = await collect(ws, 1.6)
+                await ws.send_str(json.dumps({"type": "stop"}))
+                return heard + await collect(ws, 3.0)
+
+        messages = run(talk())
+    words = [m for m in controls(messages) if m["type"] == "heard"]
+    assert words and all(set(m) == {"type", "word", "start", "end"} and m["word"] for m in words)
+    assert all(0 <= m["start"] <= m["end"] <= 4.0 for m in words)
+    assert [m["start"] for m in words] == sorted(m["start"] for m in words)
+    assert controls(messages)[-1]["type"] == "end"
 
 
 def test_bad_messages_get_errors_not_a_disconnect(folder):

@@ -190,6 +190,10 @@ class DialogueServer:
         if result.text:
             client.queue.put_nowait(bytes([KIND_TEXT]) + result.text.encode("utf-8"))
             client.text_sent.append(result.text)
+        if result.heard_word:  # a model with a listen head: a word of the user's it wrote down
+            w = result.heard_word
+            client.queue.put_nowait(_json("heard", word=w.w, start=round(w.start, 3),
+                                          end=round(w.end, 3)))
         if client.frames_sent * FRAME_SECONDS >= self.config.max_session_seconds:
             self._close_session(client)
             client.end(f"the session reached its limit of {self.config.max_session_seconds:g} s")

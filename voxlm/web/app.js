@@ -9,7 +9,7 @@ const FRAME_MS = 80;  // the server's step
 
 const $ = (id) => document.getElementById(id);
 // What the page has received, for people and for tests.
-window.voxlm = {ready: false, audioMessages: 0, audioSamples: 0, textMessages: 0, text: "",
+window.voxlm = {ready: false, audioMessages: 0, audioSamples: 0, textMessages: 0, text: "", heard: [],
                 sentSamples: 0, errors: [], ended: null, rttMs: null, bufferMs: null};
 
 let ws = null, context = null, stream = null, capture = null, playback = null;
@@ -30,7 +30,9 @@ async function start() {
   $("start").disabled = true;
   Object.assign(window.voxlm, {ready: false, ended: null, errors: []});
   $("transcript").textContent = "";
+  $("heard").textContent = "";
   window.voxlm.text = "";
+  window.voxlm.heard = [];
   try {
     setStatus("asking for the microphone");
     stream = await navigator.mediaDevices.getUserMedia({audio: {
@@ -103,6 +105,10 @@ function control(message) {
     setStatus(`error: ${message.message}`);
   } else if (message.type === "end") {
     window.voxlm.ended = message.reason;
+  } else if (message.type === "heard") {  // a model with a listen head: what it heard you say
+    window.voxlm.heard.push(message.word);
+    $("heard-section").hidden = false;
+    $("heard").textContent = window.voxlm.heard.join(" ");
   }
 }
 
