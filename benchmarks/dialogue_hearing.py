@@ -28,9 +28,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from voxlm.data import read_manifest, write_atomic, write_json  # noqa: E402
-from voxlm.eval.dialogue import expected_answer  # noqa: E402
+from voxlm.eval.dialogue import _find, expected_answer  # noqa: E402
 from voxlm.eval.metrics import normalize_text  # noqa: E402
-from voxlm.lm.data import TokenShards  # noqa: E402
+from voxlm.lm.data import LayoutConfig, TokenShards  # noqa: E402
 from voxlm.lm.speech import load_speech_lm  # noqa: E402
 from voxlm.lm.streams import duplex, listen_row, place_words  # noqa: E402
 
@@ -43,27 +43,25 @@ def answer_roles(question: str, reply_words: list) -> dict:
     answer = expected_answer(question)
     if answer is None or answer.kind != "arithmetic":
         return {}
-    said = [" ".join(normalize_text(w["w"])) for w in reply_words]
-    echo, result = list(answer.echo), list(answer.words)
-    for start in range(len(said)):  # "eight minus two" as three words, then "is", the result
-        parts = said[start:start + len(echo)]
-        if parts == echo and said[start + len(echo):start + len(echo) + 1] == ["is"]:
-            roles = {start: ROLES[0], start + 1: ROLES[1], start + 2: ROLES[2]} if len(echo) == 3 else {}
-            first = start + len(echo) + 1
-            roles.update({first + k: ROLES[3] for k in range(len(result))
-                          if said[first + k:first + k + 1] == [result[k]]})
-            return roles
-    return {}
+    said = _said(reply_words)
+    start = _find(said, (*answer.echo, "is"))  # "eight minus two is", then the result
+    if start < 0 or len(answer.echo) != 3:
+        return {}
+    first = start + 4
+    return {**{start + k: ROLES[k] for k in range(3)},
+            **{first + k: ROLES[3] for k, word in enumerate(answer.words)
+               if said[first + k:first + k + 1] == [word]}}
 
 
 def question_roles(question_words: list, answer) -> dict:
     """{index in the question's words: role} of its numbers and operator."""
-    said = [" ".join(normalize_text(w["w"])) for w in question_words]
-    echo = list(answer.echo)
-    for start in range(len(said) - len(echo) + 1):
-        if said[start:start + len(echo)] == echo and len(echo) == 3:
-            return {start: ROLES[0], start + 1: ROLES[1], start + 2: ROLES[2]}
-    return {}
+    start = _find(_said(question_words), answer.echo)
+    return {start + k: ROLES[k] for k in range(3)} if start >= 0 and len(answer.echo) == 3 else {}
+
+
+def _said(words: list) -> list:
+    """Each word normalised as the judge reads it ("7" -> "seven"), one string per word."""
+    return [" ".join(normalize_text(w["w"])) for w in words]
 
 
 def word_right(logits: torch.Tensor, row: np.ndarray, eow: int, ids: list) -> bool:
@@ -80,7 +78,7 @@ def score(checkpoint, shards: TokenShards, rows: dict, limit: int, splits=("test
     speech = load_speech_lm(checkpoint)
     lm, c = speech.lm, speech.lm.config
     rate = shards.frame_rate
-    listen_delay = int(speech.extra.get("listen_delay", 3))
+    listen_delay = int(speech.extra.get("listen_delay", LayoutConfig.listen_delay))
     counts = {"model": defaultdict(lambda: [0, 0]), "listen": defaultdict(lambda: [0, 0])}
     examples, done = [], 0
     items = [i for i, item in enumerate(shards.items)

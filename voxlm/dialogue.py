@@ -114,6 +114,7 @@ class DialogueModel:
 def load_dialogue_model(checkpoint=None, codec=None, device: str = "cpu") -> DialogueModel:
     """A duplex LM model file or run folder (None: the shipped default) with its tokenizer and
     codec (`codec`: a codec file instead of the one its tokens were made with)."""
+    from .lm.data import LayoutConfig
     from .lm.speech import load_speech_lm
 
     if checkpoint is None and not default_dialogue_path().exists():
@@ -126,7 +127,8 @@ def load_dialogue_model(checkpoint=None, codec=None, device: str = "cpu") -> Dia
                          "not duplex, so it cannot listen while it speaks", TRAIN_FIX)
     return DialogueModel(speech.lm, speech.codec(codec), speech.tokenizer(),
                          int(speech.extra.get("duplex_text_delay", 0)), speech.path,
-                         speech.layout.frame_rate, int(speech.extra.get("listen_delay", 3)))
+                         speech.layout.frame_rate,
+                         int(speech.extra.get("listen_delay", LayoutConfig.listen_delay)))
 
 
 # ---------------------------------------------------------------- latency

@@ -102,8 +102,7 @@ def stream_losses(output: LMOutput, tokens: torch.Tensor) -> tuple:
     started" ids are left out, as in `lm_loss`. tokens [B, S, T]."""
     text_logits, audio_logits, listen_logits = output
     text_card, n_q, card = text_logits.shape[-1], audio_logits.shape[1], audio_logits.shape[-1]
-    text = F.cross_entropy(text_logits[:, :-1].reshape(-1, text_card).float(),
-                           tokens[:, 0, 1:].reshape(-1), ignore_index=text_card, reduction="sum")
+    text = _text_loss_sum(text_logits, tokens[:, 0], text_card)
     targets = tokens[:, 1:1 + n_q, 1:]  # [B, n_q, T-1]
     losses = F.cross_entropy(audio_logits[:, :, :-1].reshape(-1, card).float(),
                              targets.reshape(-1).clamp(max=card - 1), reduction="none")
@@ -111,10 +110,15 @@ def stream_losses(output: LMOutput, tokens: torch.Tensor) -> tuple:
     audio = (losses.view_as(valid) * valid).sum((0, 2))  # [n_q]
     sums = [text[None], audio]
     if listen_logits is not None and has_listen_row(tokens, n_q):
-        sums.append(F.cross_entropy(listen_logits[:, :-1].reshape(-1, text_card).float(),
-                                    tokens[:, -1, 1:].reshape(-1), ignore_index=text_card,
-                                    reduction="sum")[None])
+        sums.append(_text_loss_sum(listen_logits, tokens[:, -1], text_card)[None])
     return torch.cat(sums), target_counts(tokens, text_card, n_q, card)
+
+
+def _text_loss_sum(logits: torch.Tensor, row: torch.Tensor, text_card: int) -> torch.Tensor:
+    """Summed cross-entropy of logits [B, T, V] at frames 0..T-2 against a text row [B, T] at
+    1..T-1, "not started" targets left out."""
+    return F.cross_entropy(logits[:, :-1].reshape(-1, text_card).float(), row[:, 1:].reshape(-1),
+                           ignore_index=text_card, reduction="sum")
 
 
 def has_listen_row(tokens: torch.Tensor, n_q: int) -> bool:

@@ -17,6 +17,7 @@ layers with their own rope base); its defaults are voxlm's own block.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from functools import partial
 
@@ -193,13 +194,14 @@ class Attention(StreamingModule):
         of frames) runs in float32: torch's CPU flash kernel takes 6.7x as long in bf16 there
         (backward included; benchmarks/lm_throughput.py --dtype both), a third of a bf16
         training step before this."""
-        if q.dtype == torch.bfloat16 and q.device.type == "cpu" and k.shape[2] <= SHORT_KEYS:
-            with torch.autocast("cpu", enabled=False):
-                y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), scale=self.scale,
-                                                   enable_gqa=self.kv_heads != self.heads, **mask)
-            return y.to(q.dtype)
-        return F.scaled_dot_product_attention(q, k, v, scale=self.scale,
-                                              enable_gqa=self.kv_heads != self.heads, **mask)
+        dtype = q.dtype
+        widen = dtype == torch.bfloat16 and q.device.type == "cpu" and k.shape[2] <= SHORT_KEYS
+        if widen:
+            q, k, v = q.float(), k.float(), v.float()
+        with torch.autocast("cpu", enabled=False) if widen else contextlib.nullcontext():
+            y = F.scaled_dot_product_attention(q, k, v, scale=self.scale,
+                                               enable_gqa=self.kv_heads != self.heads, **mask)
+        return y.to(dtype)
 
     def _cached(self, q, k, v, start: int, length: int, row_start=None) -> torch.Tensor:
         """Attention over the ring buffer plus the new keys, then store them. [B, H, T, Dh].
