@@ -84,6 +84,10 @@ def test_codec_streams_frame_by_frame_like_offline():
     # in float64, where the paths agree far below the bar
     codec = Codec(config).eval().double()
     assert _stream_codec(codec, audio.double()) < 1e-6
+    # semantic layers: codebook 1 reads its own latent, offline and frame by frame alike
+    semantic = Codec(replace(config, semantic_layers=2, vocoder="istft")).eval()
+    assert semantic.encoder(audio).shape == (1, 2 * config.latent_dim, 9)
+    assert _stream_codec(semantic, audio) < 1e-4
 
 
 def test_harmonic_vocoder_streams_in_any_chunks():
@@ -251,6 +255,47 @@ def test_decoder_only_run_keeps_every_code(tiny_corpus, tmp_path):
     with pytest.raises(VoxlmError, match="without --decoder-only"):  # resuming with other flags
         Trainer(small_task(tiny_corpus, init=str(tmp_path / "first"), decoder_only=True), config,
                 tmp_path / "first", progress=False).run()
+
+
+def test_semantic_only_run_learns_codebook_one_and_keeps_the_acoustic_codes(tiny_corpus, tmp_path):
+    """--semantic-layers N --semantic-only from a plain codec: the new layers learn the
+    distillation loss, codebook 1 gets new codes, codebooks 2.. keep theirs, and a
+    --decoder-only run from it keeps every one of its codes."""
+    config = TrainConfig(steps=3, warmup=1, save_every=100, log_every=1, seed=1)
+    Trainer(small_task(tiny_corpus, adversarial_start=1000), config, tmp_path / "first",
+            progress=False).run()
+    base = load_codec(tmp_path / "first")
+    model = replace(codec_config("tiny"), semantic_layers=1)
+    settings = dict(batch_size=4, segment_frames=8, adversarial_start=1000, lr=3e-3)
+    task = CodecTask(tiny_corpus, model, CodecTrainConfig(**settings, init=str(tmp_path / "first"),
+                                                          semantic_only=True), progress=False)
+    long = TrainConfig(steps=60, warmup=1, save_every=100, log_every=1, seed=1)
+    Trainer(task, long, tmp_path / "semantic", progress=False).run()
+    rows = [json.loads(line) for line in (tmp_path / "semantic" / "metrics.jsonl").read_text().splitlines()]
+    assert set(rows[0]) >= {"distill", "commit", "perplexity_1"} and "mel" not in rows[0]
+    assert np.mean([r["distill"] for r in rows[-10:]]) < 0.95 * np.mean([r["distill"] for r in rows[:10]])
+    semantic = load_codec(tmp_path / "semantic")
+    assert semantic.config.semantic_layers == 1
+    audio, _, _ = task.data.batch(seed=5, step=0, size=2, frames=8)
+    old, new = base.encode(audio), semantic.encode(audio)
+    assert torch.equal(old[:, 1:], new[:, 1:]) and not torch.equal(old[:, :1], new[:, :1])
+    before, after = base.state_dict(), semantic.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("quantizer.semantic", "distill.")) for k in changed), changed
+    decoder = CodecTask(tiny_corpus, model, CodecTrainConfig(**settings, init=str(tmp_path / "semantic"),
+                                                             decoder_only=True), progress=False)
+    Trainer(decoder, config, tmp_path / "decoder", progress=False).run()
+    assert torch.equal(load_codec(tmp_path / "decoder").encode(audio), new)
+    for flags, words in ((dict(semantic_only=True), "pass --init CODEC and --semantic-layers"),
+                         (dict(semantic_only=True, decoder_only=True, init=str(tmp_path / "first")),
+                          "opposite sides")):
+        bad = CodecTask(tiny_corpus, model, CodecTrainConfig(**flags), progress=False)
+        with pytest.raises(VoxlmError, match=words):
+            bad.setup(setup_distributed(), config)
+    fewer = CodecTask(tiny_corpus, codec_config("tiny"), CodecTrainConfig(init=str(tmp_path / "semantic")),
+                      progress=False)
+    with pytest.raises(VoxlmError, match="another config"):  # it would drop the semantic layers
+        fewer.setup(setup_distributed(), config)
 
 
 def test_voice_decoder_reads_codebook_one_alone(tiny_corpus, tmp_path):

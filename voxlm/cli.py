@@ -351,6 +351,12 @@ def _add_codec(top, add):
     p.add_argument("--decoder-codebooks", type=int, default=0, metavar="K",
                    help="with --decoder-only: a voice decoder that reads only codebooks 1..K "
                         "and speaks the corpus's voice (train it on one voice; 0: all)")
+    p.add_argument("--semantic-layers", type=int, default=0, metavar="N",
+                   help="give codebook 1 N causal transformer layers of its own over the "
+                        "encoder's features (0: it reads the acoustic latent)")
+    p.add_argument("--semantic-only", action="store_true",
+                   help="with --init and --semantic-layers: train only codebook 1's side on the "
+                        "distillation loss; then a --decoder-only run from it learns its codes")
     p.add_argument("--max-items", type=int, default=0, help="use only the first N items (0: all)")
     loop_flags(p)
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: default)")

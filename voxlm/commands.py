@@ -133,6 +133,7 @@ def cmd_codec_train(args):
                               segment_frames=args.segment_frames,
                               adversarial_start=args.adversarial_start, max_items=args.max_items,
                               lr=args.lr, init=str(args.init or ""), decoder_only=args.decoder_only,
+                              semantic_only=args.semantic_only,
                               pitch_weight=args.pitch_weight, pitch_shift=args.pitch_shift)
     if not args.lr > 0:
         raise VoxlmError(f"--lr is {args.lr}", "pass a positive learning rate, e.g. 3e-4")
@@ -141,7 +142,10 @@ def cmd_codec_train(args):
     if not 0 <= args.pitch_shift <= 12:
         raise VoxlmError(f"--pitch-shift is {args.pitch_shift}",
                          "pass semitones from 0 to 12, e.g. 5")
-    model = replace(codec_config(args.config), decoder_codebooks=args.decoder_codebooks)
+    if not 0 <= args.semantic_layers <= 32:
+        raise VoxlmError(f"--semantic-layers is {args.semantic_layers}", "pass 0 to 32, e.g. 4")
+    model = replace(codec_config(args.config), decoder_codebooks=args.decoder_codebooks,
+                    semantic_layers=args.semantic_layers)
     _train("codec", CodecTask(args.data, model, config, progress=not args.quiet), args)
 
 

@@ -56,6 +56,10 @@ class CodecConfig:
     # --decoder-codebooks 1`) reads codebook 1 alone and speaks it in the one voice it was
     # trained on, ignoring the acoustic codebooks a language model generates
     decoder_codebooks: int = 0
+    # causal transformer layers at 12.5 Hz that read the encoder's features for codebook 1
+    # alone (0: codebook 1 reads the latent the acoustic codebooks read). Depth to turn what
+    # the convolutions hear into what was said, whoever says it (`codec train --semantic-only`)
+    semantic_layers: int = 0
 
     @property
     def hop(self) -> int:  # samples per codec frame
@@ -115,7 +119,8 @@ def _stage(channels: int, blocks: int, config: CodecConfig) -> list:
 
 
 class Encoder(StreamingModule):
-    """audio [B, 1, N] -> latents [B, D, N / hop]."""
+    """audio [B, 1, N] -> latents [B, D, N / hop]; with semantic layers [B, 2D, N / hop]: the
+    acoustic latent, then codebook 1's own (`SplitRVQ` reads each half)."""
 
     def __init__(self, config: CodecConfig):
         super().__init__()
@@ -129,23 +134,42 @@ class Encoder(StreamingModule):
                                         config.transformer_context)
                             if config.transformer_layers else None)
         self.out = nn.Conv1d(c[-1], config.latent_dim, 1)
+        if config.semantic_layers:
+            self.semantic = Transformer(c[-1], config.semantic_layers, config.transformer_heads,
+                                        config.transformer_context)
+            self.semantic_out = nn.Conv1d(c[-1], config.latent_dim, 1)
+
+    def features(self, audio: torch.Tensor) -> torch.Tensor:
+        """Offline: audio [B, 1, N] -> the convolutions' features [B, C, N / hop]."""
+        x = self.convs(self.stft(audio))  # [B, C, T]
+        if self.transformer is not None:
+            x = x + self.transformer(x.transpose(1, 2)).transpose(1, 2)
+        return x
+
+    def semantic_latent(self, x: torch.Tensor) -> torch.Tensor:
+        """Offline: features [B, C, T] -> codebook 1's latent [B, D, T] (semantic layers only)."""
+        return self.semantic_out(self.semantic(x.transpose(1, 2)).transpose(1, 2))
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         if self.is_streaming:
             return self.step(audio).transpose(1, 2)
-        x = self.convs(self.stft(audio))  # [B, C, T]
-        if self.transformer is not None:
-            x = x + self.transformer(x.transpose(1, 2)).transpose(1, 2)
+        x = self.features(audio)
+        if hasattr(self, "semantic"):
+            return torch.cat([self.out(x), self.semantic_latent(x)], 1)
         return self.out(x)
 
     def step(self, audio: torch.Tensor) -> torch.Tensor:
-        """Streaming, channels-last: audio [B, 1, N] -> latents [B, N / hop, D]."""
+        """Streaming, channels-last: audio [B, 1, N] -> latents [B, N / hop, D or 2D]."""
         x = self.stft.step(audio[:, 0])  # [B, T100, F]
         for layer in self.convs:
             x = layer.step(x)  # [B, T, C]
         if self.transformer is not None:
             x = x + self.transformer(x)
-        return F.linear(x, self.out.weight[:, :, 0], self.out.bias)
+        z = F.linear(x, self.out.weight[:, :, 0], self.out.bias)
+        if hasattr(self, "semantic"):
+            out = self.semantic_out
+            return torch.cat([z, F.linear(self.semantic(x), out.weight[:, :, 0], out.bias)], -1)
+        return z
 
 
 class Decoder(StreamingModule):
@@ -243,15 +267,19 @@ class Codec(StreamingModule):
         self.codes_of: tuple = ()
         self.encoder = Encoder(config)
         self.quantizer = SplitRVQ(config.latent_dim, config.n_q, config.codebook_size,
-                                  config.codebook_dim)
+                                  config.codebook_dim, separate=config.semantic_layers > 0)
         self.decoder = Decoder(config)
         self.distill = nn.Conv1d(config.latent_dim, config.teacher_dim, 1)
 
     def forward(self, audio: torch.Tensor, n_q: int | None = None,
-                f0_target: torch.Tensor | None = None, frozen_codes: bool = False) -> CodecOutput:
+                f0_target: torch.Tensor | None = None, frozen_codes: bool = False,
+                semantic_only: bool = False) -> CodecOutput:
         """Training path: audio [B, 1, N], N a multiple of hop; f0_target [B, N / 160] Hz.
         `frozen_codes`: the encoder and codebooks run without gradients or EMA updates (the
-        codes stay those of the weights as they are), and only the decoding side learns."""
+        codes stay those of the weights as they are), and only the decoding side learns.
+        `semantic_only`: `forward_semantic`'s tuple (through here, so that DDP sees the call)."""
+        if semantic_only:
+            return self.forward_semantic(audio)
         if frozen_codes:
             with torch.no_grad():
                 codes = self.quantizer.encode(self.encoder(audio), n_q, update=False)  # [B, K, T]
@@ -265,6 +293,16 @@ class Codec(StreamingModule):
         semantic = self.distill(result.semantic).transpose(1, 2)
         audio, pitch = self.decoder(result.quantized, f0_target)
         return CodecOutput(audio, result, semantic, pitch)
+
+    def forward_semantic(self, audio: torch.Tensor) -> tuple:
+        """Codebook 1 alone, for `codec train --semantic-only`: the convolutions run without
+        gradients (the acoustic codes stay as they are). audio [B, 1, N] ->
+        (states [B, T, teacher_dim] to distil, commitment loss, codebook 1's perplexity)."""
+        with torch.no_grad():
+            x = self.encoder.features(audio)
+        semantic, codes, commit = self.quantizer.forward_semantic(self.encoder.semantic_latent(x))
+        states = self.distill(semantic).transpose(1, 2)
+        return states, commit, perplexity(codes, self.config.codebook_size)
 
     @torch.inference_mode()
     def encode(self, audio: torch.Tensor, n_q: int | None = None) -> torch.Tensor:

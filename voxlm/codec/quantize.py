@@ -192,11 +192,14 @@ class SplitRVQ(StreamingModule):
 
     `forward` is the training path; `encode` / `decode` the offline inference path, and
     `encode_step` / `decode_step` the streaming one: channels-last, reading tables made at the
-    start of the stream (decoding is one lookup in the codes' output projections and a sum)."""
+    start of the stream (decoding is one lookup in the codes' output projections and a sum).
+    `separate`: the input is [B, 2D, T], the acoustic latent then codebook 1's own (an encoder
+    with semantic layers); otherwise both read the same latent [B, D, T]."""
 
-    def __init__(self, dim: int, n_q: int, size: int, codebook_dim: int, **codebook):
+    def __init__(self, dim: int, n_q: int, size: int, codebook_dim: int, separate: bool = False,
+                 **codebook):
         super().__init__()
-        self.n_q, self.size = n_q, size
+        self.n_q, self.size, self.dim, self.separate = n_q, size, dim, separate
         self.semantic_in = nn.Conv1d(dim, codebook_dim, 1)
         self.semantic_out = nn.Conv1d(codebook_dim, dim, 1)
         self.semantic = ResidualVQ(1, size, codebook_dim, **codebook)
@@ -204,11 +207,21 @@ class SplitRVQ(StreamingModule):
         self.acoustic_out = nn.Conv1d(codebook_dim, dim, 1)
         self.acoustic = ResidualVQ(n_q - 1, size, codebook_dim, **codebook)
 
-    def forward(self, z: torch.Tensor, n_q: int | None = None) -> QuantizedResult:
-        n_q = self.n_q if n_q is None else n_q
+    def _halves(self, z: torch.Tensor) -> tuple:
+        """z [B, D or 2D, T] -> (codebook 1's latent, the acoustic latent), [B, D, T] each."""
+        return (z[:, self.dim:], z[:, :self.dim]) if self.separate else (z, z)
+
+    def forward_semantic(self, z: torch.Tensor) -> tuple:
+        """Codebook 1 alone: its latent [B, D, T] -> (its output [B, D, T] with a straight-
+        through gradient, codes [B, 1, T], commitment loss)."""
         sem_in = self.semantic_in(z)
         sem_q, sem_codes, sem_commit = self.semantic(sem_in, 1)
-        semantic = self.semantic_out(sem_in + (sem_q - sem_in).detach())
+        return self.semantic_out(sem_in + (sem_q - sem_in).detach()), sem_codes, sem_commit
+
+    def forward(self, z: torch.Tensor, n_q: int | None = None) -> QuantizedResult:
+        n_q = self.n_q if n_q is None else n_q
+        z_semantic, z = self._halves(z)
+        semantic, sem_codes, sem_commit = self.forward_semantic(z_semantic)
         ac_in = self.acoustic_in(z)
         ac_q, ac_codes, ac_commit = self.acoustic(ac_in, n_q - 1)
         quantized = semantic
@@ -228,7 +241,8 @@ class SplitRVQ(StreamingModule):
             return self(z, n_q).codes
         n_q = self.n_q if n_q is None else n_q
         batch, _, frames = z.shape
-        sem = self.semantic_in(z).transpose(1, 2).reshape(batch * frames, -1)  # [N, Dc]
+        z_semantic, z = self._halves(z)
+        sem = self.semantic_in(z_semantic).transpose(1, 2).reshape(batch * frames, -1)  # [N, Dc]
         residual = self.acoustic_in(z).transpose(1, 2).reshape(batch * frames, -1)
         codes = [self.semantic.codebooks[0].encode(sem)]
         for codebook in self.acoustic.codebooks[: n_q - 1]:
@@ -250,8 +264,11 @@ class SplitRVQ(StreamingModule):
         projected = torch.cat([F.linear(e, sem_out if k == 0 else ac_out)  # [size, D] each
                                for k, e in enumerate(embeds)])
         sem_bias = self.semantic_out.bias
+        sem_in, ac_in = self.semantic_in.weight[:, :, 0], self.acoustic_in.weight[:, :, 0]
+        if self.separate:  # each reads its own half of the input [2D]
+            sem_in, ac_in = F.pad(sem_in, (self.dim, 0)), F.pad(ac_in, (0, self.dim))
         return CodeTables(
-            in_weight=torch.cat([self.semantic_in.weight, self.acoustic_in.weight])[:, :, 0],
+            in_weight=torch.cat([sem_in, ac_in]),
             in_bias=torch.cat([self.semantic_in.bias, self.acoustic_in.bias]),
             embeds=embeds, embeds_t=[e.t() for e in embeds],
             norms=[e.pow(2).sum(-1) for e in embeds], projected=projected,

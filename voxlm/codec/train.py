@@ -62,6 +62,11 @@ class CodecTrainConfig:
     # encoder and codebooks stay as they are, so every token written with them stays valid
     # and the language models trained on those tokens keep working with the new decoder
     decoder_only: bool = False
+    # train only codebook 1's side (the semantic layers, codebook 1 and its projections, the
+    # distillation head) on the distillation and commitment losses; the convolutions and the
+    # acoustic codebooks stay as they are. Its new codes need a decoder that reads them next
+    # (a --decoder-only run from this one)
+    semantic_only: bool = False
 
 
 class CodecData:
@@ -212,6 +217,13 @@ class CodecTask:
         elif self.config.decoder_only:
             raise VoxlmError("--decoder-only needs the codec whose codes it keeps",
                              "pass --init CODEC (e.g. voxlm/assets/codec.safetensors)")
+        if self.config.semantic_only:
+            if self.config.decoder_only:
+                raise VoxlmError("--semantic-only and --decoder-only train opposite sides",
+                                 "pass one of them")
+            if not (self.config.init and self.model_config.semantic_layers):
+                raise VoxlmError("--semantic-only trains the semantic layers of a trained codec",
+                                 "pass --init CODEC and --semantic-layers N (e.g. 4)")
         k = self.model_config.decoder_codebooks
         if k and not self.config.decoder_only:
             raise VoxlmError(f"--decoder-codebooks {k} trains a decoder for the codes of a codec "
@@ -228,6 +240,14 @@ class CodecTask:
                          self.codec.quantizer.acoustic, self.codec.quantizer.semantic_in,
                          self.codec.quantizer.acoustic_in):
                 part.requires_grad_(False)
+        if self.config.semantic_only:
+            self.codec.requires_grad_(False)
+            q = self.codec.quantizer
+            for part in (self.codec.encoder.semantic, self.codec.encoder.semantic_out,
+                         self.codec.distill, q.semantic_in, q.semantic_out):
+                part.requires_grad_(True)
+            # codebook 1 starts again from k-means of its new inputs (a resumed run loads its own)
+            q.semantic.codebooks[0].initialized.fill_(False)
         self.codec.to(dist.device)
         self.discriminators.to(dist.device)
         self.modules = {"codec": self.codec, "discriminators": self.discriminators}
@@ -261,10 +281,12 @@ class CodecTask:
         if saved and saved != asdict(self.model_config):
             raise VoxlmError("the run folder holds a codec with a different config",
                              "pass the same --config as before, or a new --out folder")
-        was = state.get("train_config", {}).get("decoder_only", False)
-        if was != self.config.decoder_only:
-            raise VoxlmError(f"the run folder holds a run {'with' if was else 'without'} "
-                             "--decoder-only", "pass the same flags as before, or a new --out folder")
+        for flag in ("decoder_only", "semantic_only"):
+            was = state.get("train_config", {}).get(flag, False)
+            if was != getattr(self.config, flag):
+                raise VoxlmError(f"the run folder holds a run {'with' if was else 'without'} "
+                                 f"--{flag.replace('_', '-')}",
+                                 "pass the same flags as before, or a new --out folder")
         if "codes_of" in state:  # as it was when the run started, whatever --init holds now
             unwrap(self.codec).codes_of = tuple(state["codes_of"])
 
@@ -299,6 +321,8 @@ class CodecTask:
         crop = int(np.random.default_rng([self.train_config.seed, step, 11]).integers(
             0, frames - crop_frames + 1)) * hop
         window = slice(crop, crop + crop_frames * hop)
+        if c.semantic_only:
+            return self._semantic_step(microbatches)
         sums: dict = {}
         for index, (audio, teacher, f0) in enumerate(microbatches):
             last = index == len(microbatches) - 1
@@ -353,6 +377,25 @@ class CodecTask:
         return sums
 
 
+    def _semantic_step(self, microbatches) -> dict:
+        """--semantic-only: distillation and commitment of codebook 1, nothing decoded."""
+        c, sums = self.config, {}
+        for index, (audio, teacher, _) in enumerate(microbatches):
+            with no_sync(self.codec, index == len(microbatches) - 1):
+                states, commit, perplexity = self.codec(audio, semantic_only=True)
+                losses = {"distill": distill_loss(states, teacher), "commit": commit}
+                total = c.distill_weight * losses["distill"] + c.commit_weight * commit
+                (total / len(microbatches)).backward()
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach()) / len(microbatches)
+        sums["grad_norm_codec"] = float(torch.nn.utils.clip_grad_norm_(
+            self.codec.parameters(), c.grad_clip))
+        self.optimizers["codec"].step()
+        self.optimizers["codec"].zero_grad(set_to_none=True)
+        sums["perplexity_1"] = float(perplexity[0])
+        return sums
+
+
 def pitch_losses(pitch, f0: torch.Tensor) -> tuple:
     """pitch: the vocoder's predictions [B, T]; f0 [B, T] target Hz (0 = unvoiced) ->
     (L1 of log F0 on voiced frames, averaged over all frames; voicing binary cross-entropy)."""
@@ -366,7 +409,8 @@ TRAINING_ONLY = ("embed_sum", "usage", "idle")  # quantizer statistics inference
 
 
 def load_initial_weights(codec: Codec, path) -> tuple:
-    """`codec` takes the weights of a codec file or run folder with the same config. Model
+    """`codec` takes the weights of a codec file or run folder with the same config (or one
+    without semantic layers, which then start from their initialisation). Model
     files hold no EMA statistics (`export_codec`): they restart from the codebooks, as after
     k-means. -> the sha256 of the file and of those whose codes it keeps (Codec.codes_of)."""
     import hashlib
@@ -376,9 +420,11 @@ def load_initial_weights(codec: Codec, path) -> tuple:
 
     path = Path(path) / "model.safetensors" if Path(path).is_dir() else Path(path)
     source = load_codec(path)  # validates the file
-    if replace(source.config, decoder_codebooks=0) != replace(codec.config, decoder_codebooks=0):
+    free = {"decoder_codebooks": 0, "semantic_layers": 0}  # a run may add semantic layers
+    if (replace(source.config, **free) != replace(codec.config, **free)
+            or source.config.semantic_layers not in (0, codec.config.semantic_layers)):
         raise VoxlmError(f"{path} holds a codec with another config than this run's",
-                         "pass the --config it was trained with (tiny or base)")
+                         "pass the --config (and --semantic-layers) it was trained with")
     state = {k: v for k, v in source.state_dict().items() if not k.endswith(TRAINING_ONLY)}
     codec.load_state_dict(state, strict=False)  # all but the EMA statistics, set here:
     with torch.no_grad():
