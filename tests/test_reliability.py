@@ -230,6 +230,12 @@ CLI_ERRORS = {
     "codec-train-init-other-config": (TRAIN.replace("tiny", "base") + " --data {corpus} --out "
                                       "{d}/r2 --init {d}/tiny.safetensors",
                                       ["holds a codec with another config", "--config"]),
+    "codec-train-semantic-only-alone": (TRAIN + " --data {corpus} --out {d}/r6 --semantic-only",
+                                        ["--semantic-only trains the semantic layers",
+                                         "pass --init CODEC and --semantic-layers"]),
+    "codec-train-semantic-layers-negative": (TRAIN + " --data {corpus} --out {d}/r7 "
+                                             "--semantic-layers -1",
+                                             ["--semantic-layers is -1", "pass 0 to 32"]),
     "codec-train-lr-zero": (TRAIN + " --data {corpus} --out {d}/r3 --lr 0",
                             ["--lr is 0.0", "positive learning rate"]),
     "codec-train-pitch-weight-nan": (TRAIN + " --data {corpus} --out {d}/r4 --pitch-weight nan",
