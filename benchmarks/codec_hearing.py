@@ -76,7 +76,7 @@ def codec_features(codec, audio: np.ndarray, spans: list, codebooks: tuple) -> d
     x = torch.from_numpy(pad_to_frames(audio, codec.config.hop))[None, None]  # [1, 1, N]
     z = codec.encoder(x)  # [1, D, T]
     codes = codec.quantizer.encode(z)[0].numpy()  # [K, T]
-    semantic = codec.quantizer.semantic_in(z)[0].T.numpy()  # [T, codebook_dim] what codebook 1 rounds
+    semantic = codec.quantizer.semantic_in(codec.quantizer._halves(z)[0])[0].T.numpy()  # [T, Dc] what codebook 1 rounds
     rate, size = codec.config.frame_rate, codec.config.codebook_size
     out = {f"codebook {k}": np.stack([code_bags(codes[k - 1], size, rate, s, e) for s, e in spans])
            for k in codebooks}
@@ -110,10 +110,12 @@ def main(argv=None):
     parser.add_argument("--teacher", action="store_true", help="also probe the Whisper teacher states")
     parser.add_argument("--train-dialogues", type=int, default=1200, help="training-voice dialogues used")
     parser.add_argument("--codebooks", default="1,2", help="codebooks probed one at a time")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", type=Path, default=Path("reports/codec_hearing"))
     args = parser.parse_args(argv)
     codebooks = tuple(int(k) for k in args.codebooks.split(","))
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     rows = [r for r in read_manifest(args.data / "manifest.jsonl") if questions(r)]
     train_rows = [r for r in rows if r["split"] == "train"][:args.train_dialogues]
@@ -126,7 +128,7 @@ def main(argv=None):
     teacher = None
     if args.teacher:
         from voxlm.codec.teacher import TEACHER_RATE, Teacher
-        teacher = Teacher(threads=torch.get_num_threads())
+        teacher = Teacher(threads=torch.get_num_threads())  # what --threads set
 
     features, labels = {}, {}  # features[(system, feature)][group] = [[dim]], labels[group] = [[3]]
     for group, group_rows in groups.items():

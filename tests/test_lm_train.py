@@ -361,6 +361,21 @@ def test_init_fine_tunes_from_a_run(tokens, tmp_path):
     with pytest.raises(VoxlmError, match="another tokenizer"):
         Trainer(task(other, init=str(tmp_path / "a")), TrainConfig(steps=1, warmup=1),
                 tmp_path / "d", progress=False).run()
+    recoded = tmp_path / "recoded_tokens"  # tokens of another codec (say a new codebook 1)
+    shutil.copytree(tokens, recoded)
+    header = json.loads((recoded / "tokens.json").read_text())
+    header["codec"]["sha256"], header["codec"]["codes_of"] = "1" * 64, []
+    (recoded / "tokens.json").write_text(json.dumps(header))
+    with pytest.raises(VoxlmError, match="another codec .*--init-other-codec"):
+        Trainer(task(recoded, init=str(tmp_path / "a")), TrainConfig(steps=1, warmup=1),
+                tmp_path / "e", progress=False).run()
+    relearn = Trainer(task(recoded, init=str(tmp_path / "a"), init_other_codec=True),
+                      TrainConfig(steps=1, warmup=1, save_every=100, seed=5), tmp_path / "f",
+                      progress=False)
+    relearn.run()  # its weights start from the source's
+    assert relearn.task.model_config == source.config
+    with pytest.raises(VoxlmError, match="--init-other-codec"):
+        LMTrainConfig(init_other_codec=True)
     with pytest.raises(VoxlmError, match="--init and --warm-start"):
         LMTrainConfig(init="x", warm_start="gguf")
 

@@ -204,6 +204,10 @@ def _add_lm(top, add):
                         "optimizer and schedule: fine-tuning; its tokenizer and codec must be the "
                         "tokens' (--config is ignored). A speech run into --mode duplex: its "
                         "model-audio tables also start the user-audio ones")
+    p.add_argument("--init-other-codec", action="store_true",
+                   help="with --init: the tokens come from another codec than its own (e.g. one "
+                        "with a new codebook 1); its audio tables start from the old codes' and "
+                        "learn the new ones")
     p.add_argument("--shape-only", action="store_true",
                    help="with --warm-start: its shape and vocabulary, random weights (the "
                         "baseline a warm start is compared with)")

@@ -234,7 +234,7 @@ def cmd_lm_train(args):
                            text_weight=args.text_weight, semantic_weight=args.semantic_weight,
                            layout=layout, warm_start=args.warm_start or "",
                            warm_weights=not args.shape_only, init=str(args.init or ""),
-                           valid_every=args.valid_every,
+                           init_other_codec=args.init_other_codec, valid_every=args.valid_every,
                            valid_limit=args.valid_limit, dropout=args.dropout,
                            listen_weight=args.listen_weight)
     _train("lm", LMTask(args.data, lm_config(args.config), config, progress=not args.quiet),

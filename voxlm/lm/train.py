@@ -59,6 +59,9 @@ class LMTrainConfig:
     warm_weights: bool = True  # False: the warm-start model's shape, weights drawn fresh (the
     #                            random-init baseline of a warm-start comparison)
     init: str = ""  # a run folder or LM file to start from (fine-tuning); "": fresh weights
+    # --init from tokens of another codec (one whose codes differ, e.g. a new codebook 1): the
+    # audio embeddings and heads start from the old codes' and learn the new ones
+    init_other_codec: bool = False
     valid_every: int = 0  # held-out loss every N steps and at the last (0: none)
     valid_limit: int = 50  # streams of split valid it is computed on
     dropout: float = 0.0  # the LM's dropout in training (LMConfig.dropout; replaces --init's)
@@ -90,6 +93,9 @@ class LMTrainConfig:
         if self.init and self.warm_start:
             raise VoxlmError("--init and --warm-start both set where the weights come from",
                              "pass one of them")
+        if self.init_other_codec and not self.init:
+            raise VoxlmError("--init-other-codec says the --init model's codec differs, and no "
+                             "--init was given", "add --init RUN, or drop --init-other-codec")
         if not self.warm_weights and not self.warm_start:
             raise VoxlmError("--shape-only takes the shape of a --warm-start model, and none was "
                              "given", "add --warm-start gguf (or a model path), or drop --shape-only")
@@ -193,12 +199,14 @@ class LMTask:
         for what, same in (
                 ("tokenizer", (extra.get("tokenizer") or {}).get("sha256")
                  == header["tokenizer"]["sha256"]),
-                ("codec", bool(their_codes & our_codes))):  # the same codes, if not the same file
+                ("codec", bool(their_codes & our_codes) or self.config.init_other_codec)):
             if not same:
                 raise VoxlmError(f"--init {self.config.init} was trained with another {what} than "
                                  f"the tokens in {self.shards.folder}",
                                  f"tokenize with its {what} (`voxlm lm tokenize --tokenizer "
-                                 f"RUN/tokenizer.model`, the same --codec)")
+                                 f"RUN/tokenizer.model`, the same --codec)"
+                                 + ("; or pass --init-other-codec to learn the new codec's codes"
+                                    if what == "codec" else ""))
         listen = source.lm.config.listen or self.config.listen_weight > 0
         config = replace(source.lm.config, dropout=self.config.dropout, listen=listen)
         if config.n_q > self.shards.n_q:
