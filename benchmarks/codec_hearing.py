@@ -65,11 +65,6 @@ def segment_means(states: np.ndarray, rate: float, start: float, end: float) -> 
     return np.concatenate([part.mean(0) for part in np.array_split(states[lo:hi], SEGMENTS)])
 
 
-def code_bags(codes: np.ndarray, size: int, rate: float, start: float, end: float) -> np.ndarray:
-    """codes [T] -> [SEGMENTS * size]: the normalised code histogram of each part."""
-    return segment_means(np.eye(size, dtype=np.float32)[codes], rate, start, end)
-
-
 @torch.inference_mode()
 def codec_features(codec, audio: np.ndarray, spans: list, codebooks: tuple) -> dict:
     """{feature name: [questions, dim]} from one user channel."""
@@ -78,8 +73,10 @@ def codec_features(codec, audio: np.ndarray, spans: list, codebooks: tuple) -> d
     codes = codec.quantizer.encode(z)[0].numpy()  # [K, T]
     semantic = codec.quantizer.semantic_in(codec.quantizer._halves(z)[0])[0].T.numpy()  # [T, Dc] what codebook 1 rounds
     rate, size = codec.config.frame_rate, codec.config.codebook_size
-    out = {f"codebook {k}": np.stack([code_bags(codes[k - 1], size, rate, s, e) for s, e in spans])
-           for k in codebooks}
+    out = {}
+    for k in codebooks:  # one-hot codes [T, size] once per dialogue; part means = histograms
+        one_hot = np.eye(size, dtype=np.float32)[codes[k - 1]]
+        out[f"codebook {k}"] = np.stack([segment_means(one_hot, rate, s, e) for s, e in spans])
     out["encoder, before codebook 1"] = np.stack([segment_means(semantic, rate, s, e)
                                                   for s, e in spans])
     return out
