@@ -88,6 +88,12 @@ def test_codec_streams_frame_by_frame_like_offline():
     semantic = Codec(replace(config, semantic_layers=2, vocoder="istft")).eval()
     assert semantic.encoder(audio).shape == (1, 2 * config.latent_dim, 9)
     assert _stream_codec(semantic, audio) < 1e-4
+    # narrower semantic layers (their own width, in and out projections) stream alike
+    narrow = Codec(replace(config, semantic_layers=1, semantic_dim=16, semantic_ff_mult=2,
+                           vocoder="istft")).eval()
+    assert narrow.encoder.semantic_in.weight.shape == (16, config.channels[-1], 1)
+    assert narrow.encoder(audio).shape == (1, 2 * config.latent_dim, 9)
+    assert _stream_codec(narrow, audio) < 1e-4
 
 
 def test_harmonic_vocoder_streams_in_any_chunks():
@@ -265,7 +271,7 @@ def test_semantic_only_run_learns_codebook_one_and_keeps_the_acoustic_codes(tiny
     Trainer(small_task(tiny_corpus, adversarial_start=1000), config, tmp_path / "first",
             progress=False).run()
     base = load_codec(tmp_path / "first")
-    model = replace(codec_config("tiny"), semantic_layers=1)
+    model = replace(codec_config("tiny"), semantic_layers=1, semantic_dim=16, semantic_ff_mult=2)
     settings = dict(batch_size=4, segment_frames=8, adversarial_start=1000, lr=3e-3)
     task = CodecTask(tiny_corpus, model, CodecTrainConfig(**settings, init=str(tmp_path / "first"),
                                                           semantic_only=True), progress=False)
@@ -275,7 +281,8 @@ def test_semantic_only_run_learns_codebook_one_and_keeps_the_acoustic_codes(tiny
     assert set(rows[0]) >= {"distill", "commit", "perplexity_1"} and "mel" not in rows[0]
     assert np.mean([r["distill"] for r in rows[-10:]]) < 0.95 * np.mean([r["distill"] for r in rows[:10]])
     semantic = load_codec(tmp_path / "semantic")
-    assert semantic.config.semantic_layers == 1
+    assert semantic.config.semantic_layers == 1 and semantic.config.semantic_dim == 16
+    assert semantic.encoder.semantic_in.weight.shape == (16, model.channels[-1], 1)
     audio, _, _ = task.data.batch(seed=5, step=0, size=2, frames=8)
     old, new = base.encode(audio), semantic.encode(audio)
     assert torch.equal(old[:, 1:], new[:, 1:]) and not torch.equal(old[:, :1], new[:, :1])
@@ -296,6 +303,10 @@ def test_semantic_only_run_learns_codebook_one_and_keeps_the_acoustic_codes(tiny
                       progress=False)
     with pytest.raises(VoxlmError, match="another config"):  # it would drop the semantic layers
         fewer.setup(setup_distributed(), config)
+    wider = CodecTask(tiny_corpus, replace(model, semantic_dim=0),
+                      CodecTrainConfig(init=str(tmp_path / "semantic")), progress=False)
+    with pytest.raises(VoxlmError, match="--semantic-layers 1 --semantic-dim 16"):
+        wider.setup(setup_distributed(), config)
 
 
 def test_voice_decoder_reads_codebook_one_alone(tiny_corpus, tmp_path):

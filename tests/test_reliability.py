@@ -236,6 +236,9 @@ CLI_ERRORS = {
     "codec-train-semantic-layers-negative": (TRAIN + " --data {corpus} --out {d}/r7 "
                                              "--semantic-layers -1",
                                              ["--semantic-layers is -1", "pass 0 to 32"]),
+    "codec-train-semantic-dim-odd": (TRAIN + " --data {corpus} --out {d}/r8 --semantic-layers 1 "
+                                     "--semantic-dim 100",
+                                     ["--semantic-dim is 100", "pass a multiple of 8"]),
     "codec-train-lr-zero": (TRAIN + " --data {corpus} --out {d}/r3 --lr 0",
                             ["--lr is 0.0", "positive learning rate"]),
     "codec-train-pitch-weight-nan": (TRAIN + " --data {corpus} --out {d}/r4 --pitch-weight nan",

@@ -176,6 +176,9 @@ def _add_lm(top, add):
     p.add_argument("--listen-weight", type=float, default=0.0,
                    help="duplex: > 0 adds a listen head that writes down the user's words as "
                         "they are heard (an auxiliary ASR loss of this weight; 0: none)")
+    p.add_argument("--user-codebooks", type=int, default=-1, metavar="K",
+                   help="duplex: read only the user's codebooks 1..K (1: the semantic one, the "
+                        "words without the voice; 0: all; default: --init's, else all)")
     p.add_argument("--listen-delay", type=int, default=3,
                    help="duplex with --listen-weight: frames the user's text lags their audio")
     p.add_argument("--tts-share", type=float, default=0.5,
@@ -358,6 +361,10 @@ def _add_codec(top, add):
     p.add_argument("--semantic-layers", type=int, default=0, metavar="N",
                    help="give codebook 1 N causal transformer layers of its own over the "
                         "encoder's features (0: it reads the acoustic latent)")
+    p.add_argument("--semantic-dim", type=int, default=0, metavar="W",
+                   help="width of those layers (0: the encoder's; narrower makes a smaller codec)")
+    p.add_argument("--semantic-ff-mult", type=int, default=4, metavar="M",
+                   help="their MLP's hidden width as a multiple of --semantic-dim")
     p.add_argument("--semantic-only", action="store_true",
                    help="with --init and --semantic-layers: train only codebook 1's side on the "
                         "distillation loss; then a --decoder-only run from it learns its codes")

@@ -144,8 +144,14 @@ def cmd_codec_train(args):
                          "pass semitones from 0 to 12, e.g. 5")
     if not 0 <= args.semantic_layers <= 32:
         raise VoxlmError(f"--semantic-layers is {args.semantic_layers}", "pass 0 to 32, e.g. 4")
+    if args.semantic_dim < 0 or args.semantic_dim % 8:
+        raise VoxlmError(f"--semantic-dim is {args.semantic_dim}",
+                         "pass a multiple of 8, e.g. 256 (0: the encoder's width)")
+    if not 1 <= args.semantic_ff_mult <= 8:
+        raise VoxlmError(f"--semantic-ff-mult is {args.semantic_ff_mult}", "pass 1 to 8, e.g. 2")
     model = replace(codec_config(args.config), decoder_codebooks=args.decoder_codebooks,
-                    semantic_layers=args.semantic_layers)
+                    semantic_layers=args.semantic_layers, semantic_dim=args.semantic_dim,
+                    semantic_ff_mult=args.semantic_ff_mult)
     _train("codec", CodecTask(args.data, model, config, progress=not args.quiet), args)
 
 
@@ -236,7 +242,8 @@ def cmd_lm_train(args):
                            warm_weights=not args.shape_only, init=str(args.init or ""),
                            init_other_codec=args.init_other_codec, valid_every=args.valid_every,
                            valid_limit=args.valid_limit, dropout=args.dropout,
-                           listen_weight=args.listen_weight)
+                           listen_weight=args.listen_weight,
+                           user_codebooks=args.user_codebooks)
     _train("lm", LMTask(args.data, lm_config(args.config), config, progress=not args.quiet),
            args, warmup=args.warmup, bf16=args.bf16, fsdp=args.fsdp)
 

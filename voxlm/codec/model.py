@@ -60,6 +60,8 @@ class CodecConfig:
     # alone (0: codebook 1 reads the latent the acoustic codebooks read). Depth to turn what
     # the convolutions hear into what was said, whoever says it (`codec train --semantic-only`)
     semantic_layers: int = 0
+    semantic_dim: int = 0  # their width (0: the encoder's, channels[-1]); narrower is smaller
+    semantic_ff_mult: int = 4  # their MLP's hidden width over semantic_dim
 
     @property
     def hop(self) -> int:  # samples per codec frame
@@ -135,9 +137,12 @@ class Encoder(StreamingModule):
                             if config.transformer_layers else None)
         self.out = nn.Conv1d(c[-1], config.latent_dim, 1)
         if config.semantic_layers:
-            self.semantic = Transformer(c[-1], config.semantic_layers, config.transformer_heads,
-                                        config.transformer_context)
-            self.semantic_out = nn.Conv1d(c[-1], config.latent_dim, 1)
+            width = config.semantic_dim or c[-1]
+            if width != c[-1]:
+                self.semantic_in = nn.Conv1d(c[-1], width, 1)
+            self.semantic = Transformer(width, config.semantic_layers, config.transformer_heads,
+                                        config.transformer_context, config.semantic_ff_mult)
+            self.semantic_out = nn.Conv1d(width, config.latent_dim, 1)
 
     def features(self, audio: torch.Tensor) -> torch.Tensor:
         """Offline: audio [B, 1, N] -> the convolutions' features [B, C, N / hop]."""
@@ -148,6 +153,8 @@ class Encoder(StreamingModule):
 
     def semantic_latent(self, x: torch.Tensor) -> torch.Tensor:
         """Offline: features [B, C, T] -> codebook 1's latent [B, D, T] (semantic layers only)."""
+        if hasattr(self, "semantic_in"):
+            x = self.semantic_in(x)  # [B, semantic_dim, T]
         return self.semantic_out(self.semantic(x.transpose(1, 2)).transpose(1, 2))
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
@@ -167,6 +174,8 @@ class Encoder(StreamingModule):
             x = x + self.transformer(x)
         z = F.linear(x, self.out.weight[:, :, 0], self.out.bias)
         if hasattr(self, "semantic"):
+            if hasattr(self, "semantic_in"):
+                x = F.linear(x, self.semantic_in.weight[:, :, 0], self.semantic_in.bias)
             out = self.semantic_out
             return torch.cat([z, F.linear(self.semantic(x), out.weight[:, :, 0], out.bias)], -1)
         return z

@@ -243,8 +243,10 @@ class CodecTask:
         if self.config.semantic_only:
             self.codec.requires_grad_(False)
             q = self.codec.quantizer
-            for part in (self.codec.encoder.semantic, self.codec.encoder.semantic_out,
-                         self.codec.distill, q.semantic_in, q.semantic_out):
+            encoder = self.codec.encoder
+            for part in (encoder.semantic, encoder.semantic_out, self.codec.distill, q.semantic_in,
+                         q.semantic_out, *([encoder.semantic_in] if hasattr(encoder, "semantic_in")
+                                           else [])):
                 part.requires_grad_(True)
             # codebook 1 starts again from k-means of its new inputs (a resumed run loads its own)
             q.semantic.codebooks[0].initialized.fill_(False)
@@ -420,11 +422,16 @@ def load_initial_weights(codec: Codec, path) -> tuple:
 
     path = Path(path) / "model.safetensors" if Path(path).is_dir() else Path(path)
     source = load_codec(path)  # validates the file
-    free = {"decoder_codebooks": 0, "semantic_layers": 0}  # a run may add semantic layers
-    if (replace(source.config, **free) != replace(codec.config, **free)
-            or source.config.semantic_layers not in (0, codec.config.semantic_layers)):
+    # a run may add semantic layers to a codec without them, or keep those it has
+    free = {"decoder_codebooks": 0}
+    if not source.config.semantic_layers:
+        free.update(semantic_layers=0, semantic_dim=0, semantic_ff_mult=4)
+    if replace(source.config, **free) != replace(codec.config, **free):
+        c = source.config
+        flags = (f" and --semantic-layers {c.semantic_layers} --semantic-dim {c.semantic_dim} "
+                 f"--semantic-ff-mult {c.semantic_ff_mult}" if c.semantic_layers else "")
         raise VoxlmError(f"{path} holds a codec with another config than this run's",
-                         "pass the --config (and --semantic-layers) it was trained with")
+                         f"pass the --config it was trained with{flags}")
     state = {k: v for k, v in source.state_dict().items() if not k.endswith(TRAINING_ONLY)}
     codec.load_state_dict(state, strict=False)  # all but the EMA statistics, set here:
     with torch.no_grad():
