@@ -121,6 +121,49 @@ def test_fine_tune_adds_a_listen_head_that_learns(dialogue_tokens, tmp_path):  #
         task(dialogue_tokens, mode="duplex", listen_weight=-1)
 
 
+def test_user_codebooks_reads_the_users_words_not_their_voice():
+    """LMConfig.user_codebooks 1: the user's codebooks 2.. change nothing, codebook 1 does, and
+    the KV-cached step gives the offline logits."""
+    c = config(user_codebooks=1)
+    torch.manual_seed(0)
+    lm = LM(c).eval()
+    rng = np.random.default_rng(1)
+    frames = torch.from_numpy(duplex(rng.integers(0, c.card, (3, 20)), rng.integers(0, c.card, (3, 20)),
+                                     USER[:2], [[3], [4]], c))[None]  # [1, S, L]
+    voice, words = frames.clone(), frames.clone()
+    voice[:, 1 + c.n_q + 1:, 3:] = (voice[:, 1 + c.n_q + 1:, 3:] + 7) % c.card  # other user voice codes
+    words[:, 1 + c.n_q, 3:] = (words[:, 1 + c.n_q, 3:] + 7) % c.card  # other user codebook-1 codes
+    with torch.no_grad():
+        a, b, w = lm(frames), lm(voice), lm(words)
+        with lm.streaming(1):
+            h = torch.cat([lm.hidden(frames[:, :, t:t + 1]) for t in range(frames.shape[2])], 1)
+    assert torch.equal(a.text_logits, b.text_logits) and torch.equal(a.audio_logits, b.audio_logits)
+    assert not torch.allclose(a.text_logits, w.text_logits)
+    assert torch.allclose(h, lm.hidden(frames), atol=1e-5)
+    full = LM(config()).eval()
+    full.load_state_dict(lm.state_dict())  # the same weights reading every codebook: they matter
+    with torch.no_grad():
+        assert not torch.allclose(full(frames).text_logits, full(voice).text_logits)
+    with pytest.raises(ValueError, match="user_codebooks"):
+        LM(config(user_codebooks=4))
+
+
+def test_fine_tune_with_user_codebooks_keeps_the_weights(dialogue_tokens, tmp_path):  # noqa: F811
+    Trainer(task(dialogue_tokens, mode="duplex"),
+            TrainConfig(steps=2, warmup=1, save_every=100, seed=0), tmp_path / "a",
+            progress=False).run()
+    tuned = task(dialogue_tokens, mode="duplex", init=str(tmp_path / "a"), user_codebooks=1)
+    Trainer(tuned, TrainConfig(steps=2, warmup=1, save_every=100, seed=0), tmp_path / "b",
+            progress=False).run()
+    source, lm = load_lm(tmp_path / "a"), load_lm(tmp_path / "b")
+    assert source.config.user_codebooks == 0 and lm.config == replace(source.config, user_codebooks=1)
+    with pytest.raises(VoxlmError, match="pass 1 to 3"):
+        Trainer(task(dialogue_tokens, mode="duplex", init=str(tmp_path / "a"), user_codebooks=9),
+                TrainConfig(steps=1, warmup=1, seed=0), tmp_path / "c", progress=False).run()
+    with pytest.raises(VoxlmError, match="use --mode duplex"):
+        task(dialogue_tokens, mode="aligned", user_codebooks=1)
+
+
 # ---------------------------------------------------------------- the runtime
 
 def listen_model(folder):

@@ -71,6 +71,10 @@ class LMConfig:
     text_scale: float = 1.0  # the text embedding is multiplied by this (Gemma: sqrt(dim))
     dropout: float = 0.0  # temporal input and residual-branch dropout in training (nanoGPT's)
     listen: bool = False  # a listen head: h_t predicts the user's text at t+1 (duplex training)
+    # user audio codebooks the temporal transformer reads (0: all n_q). The rest enter as "not
+    # started": the words are in codebook 1, the voice in the others, and a model that cannot
+    # see the user's voice cannot learn its training voices instead of what they say
+    user_codebooks: int = 0
 
     def __post_init__(self):
         if isinstance(self.temporal_block, dict):  # as stored in a checkpoint's JSON
@@ -132,6 +136,8 @@ class LM(StreamingModule):
             raise ValueError(f"n_q must be 1..12, got {c.n_q}")
         if c.listen and not c.user_audio:
             raise ValueError("listen needs a user audio stream to listen to (user_audio=True)")
+        if not 0 <= c.user_codebooks <= c.n_q:
+            raise ValueError(f"user_codebooks must be 0..{c.n_q}, got {c.user_codebooks}")
         n_audio = c.n_streams - 1
         # temporal input: one table per stream; audio tables stacked so one embedding_bag sums
         # them all. Each scaled so that the sum of S embeddings has unit variance.
@@ -161,7 +167,11 @@ class LM(StreamingModule):
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [B, S, T] -> summed stream embeddings [B, T, dim] (a listen row is left out)."""
-        tokens = tokens[:, :self.config.n_streams]
+        c = self.config
+        tokens = tokens[:, :c.n_streams]
+        if c.user_audio and 0 < c.user_codebooks < c.n_q:  # the user's voice codebooks unread
+            tokens = tokens.clone()
+            tokens[:, 1 + c.n_q + c.user_codebooks:] = c.audio_pad_id
         batch, streams, length = tokens.shape
         audio = (tokens[:, 1:] + self.audio_offsets[:, None]).transpose(1, 2)  # [B, T, A]
         table = self.audio_emb.view(-1, self.config.dim)  # [A * (card+1), D]

@@ -66,6 +66,7 @@ class LMTrainConfig:
     valid_limit: int = 50  # streams of split valid it is computed on
     dropout: float = 0.0  # the LM's dropout in training (LMConfig.dropout; replaces --init's)
     listen_weight: float = 0.0  # > 0: a listen head learns the user's words (duplex), this weight
+    user_codebooks: int = -1  # LMConfig.user_codebooks (duplex; with --init: replaces its); -1: keep
 
     def __post_init__(self):
         """Bad values fail here, named by their `voxlm lm train` flags, before any data loads
@@ -87,12 +88,17 @@ class LMTrainConfig:
                 ("--dropout", self.dropout, 0 <= self.dropout < 1,
                  "pass a probability from 0 up to 1, e.g. 0.1"),
                 ("--listen-weight", self.listen_weight, 0 <= self.listen_weight < 1000,
-                 "pass 0 (no listen head) or more, e.g. 1")):
+                 "pass 0 (no listen head) or more, e.g. 1"),
+                ("--user-codebooks", self.user_codebooks, -1 <= self.user_codebooks <= 12,
+                 "pass the user codebooks the model reads, 1 to its codebooks (0: all)")):
             if not ok:
                 raise VoxlmError(f"{flag} {value}", fix)
         if self.init and self.warm_start:
             raise VoxlmError("--init and --warm-start both set where the weights come from",
                              "pass one of them")
+        if self.user_codebooks > 0 and self.layout.mode != "duplex":
+            raise VoxlmError(f"--user-codebooks {self.user_codebooks} with --mode {self.layout.mode}",
+                             "it sets what a duplex model hears of the user: use --mode duplex")
         if self.init_other_codec and not self.init:
             raise VoxlmError("--init-other-codec says the --init model's codec differs, and no "
                              "--init was given", "add --init RUN, or drop --init-other-codec")
@@ -141,6 +147,12 @@ def target_counts(tokens: torch.Tensor, text_card: int, n_q: int, card: int) -> 
     return torch.cat(counts).double()
 
 
+def _check_user_codebooks(config: LMConfig):
+    if config.user_codebooks > config.n_q:
+        raise VoxlmError(f"--user-codebooks {config.user_codebooks}, and the model reads "
+                         f"{config.n_q} codebooks per stream", f"pass 1 to {config.n_q} (0: all)")
+
+
 class LMTask:
     name = "lm"
 
@@ -152,6 +164,10 @@ class LMTask:
                              "tokenize a corpus with held-out voices, or drop --valid-every")
         self.model_config = replace(config_for_shards(model_config, self.shards),
                                     dropout=config.dropout, listen=config.listen_weight > 0)
+        if config.user_codebooks >= 0:
+            self.model_config = replace(self.model_config, user_codebooks=config.user_codebooks)
+        if not config.init:  # else the --init model's codebooks count (`_init_lm`)
+            _check_user_codebooks(self.model_config)
         self.config, self.progress = config, progress
 
     # ---- the interface the Trainer uses ----
@@ -209,6 +225,9 @@ class LMTask:
                                     if what == "codec" else ""))
         listen = source.lm.config.listen or self.config.listen_weight > 0
         config = replace(source.lm.config, dropout=self.config.dropout, listen=listen)
+        if self.config.user_codebooks >= 0:
+            config = replace(config, user_codebooks=self.config.user_codebooks)
+        _check_user_codebooks(config)
         if config.n_q > self.shards.n_q:
             raise VoxlmError(f"--init {self.config.init} predicts {config.n_q} codebooks, the tokens "
                              f"have {self.shards.n_q}", "tokenize with its codec")
