@@ -243,10 +243,9 @@ class CodecTask:
         if self.config.semantic_only:
             self.codec.requires_grad_(False)
             q = self.codec.quantizer
-            encoder = self.codec.encoder
-            for part in (encoder.semantic, encoder.semantic_out, self.codec.distill, q.semantic_in,
-                         q.semantic_out, *([encoder.semantic_in] if hasattr(encoder, "semantic_in")
-                                           else [])):
+            sides = [m for name, m in self.codec.encoder.named_children()
+                     if name.startswith("semantic")]  # its layers and their projections
+            for part in (*sides, self.codec.distill, q.semantic_in, q.semantic_out):
                 part.requires_grad_(True)
             # codebook 1 starts again from k-means of its new inputs (a resumed run loads its own)
             q.semantic.codebooks[0].initialized.fill_(False)
