@@ -422,6 +422,12 @@ LM_CLI_ERRORS = {  # id: (arguments, words in the one-line error)
                                         "--mode", "duplex", "--listen-weight", "1",
                                         "--listen-delay", "-1", "--config", "tiny"),
                                        ["--listen-delay -1", "0 frames or more"]),
+    "lm-export-keep-int8-without-int4": (("lm", "export", "{run}", "{out}/x.safetensors",
+                                          "--keep-int8", "audio_emb"),
+                                         ["--keep-int8 chooses what --int4", "add --int4"]),
+    "lm-export-keep-int8-unknown": (("lm", "export", "{run}", "{out}/x.safetensors", "--int4",
+                                     "--keep-int8", "audio_embz"),
+                                    ["--keep-int8 audio_embz: no weight", "audio_emb, audio_heads"]),
     "eval-lm-limit-zero": (("eval", "lm", "--report", "{out}/rep", "--limit", "0", *RUN),
                            ["--limit 0", "use 1 or more"]),
 }

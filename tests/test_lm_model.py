@@ -241,9 +241,16 @@ def test_int4_file_is_half_of_int8_and_close(tmp_path):
     assert int4.stat().st_size < 0.65 * int8.stat().st_size
     with safe_open(str(int4), framework="pt") as handle:
         assert any(name.endswith(".int4") for name in handle.keys())
+    kept = save_lm(tmp_path / "kept.safetensors", lm, dtype=torch.float16, int4=True,
+                   keep_int8=("audio_emb",))  # `lm export --int4 --keep-int8 audio_emb`
+    with safe_open(str(kept), framework="pt") as handle:
+        names = set(handle.keys())
+    assert "audio_emb.int8" in names and "audio_emb.int4" not in names
+    assert "depth_audio_emb.int4" in names  # a prefix of the name, not a part of it
+    assert int4.stat().st_size < kept.stat().st_size < int8.stat().st_size
     tokens = random_tokens(lm.config, 2, 8)
     ref = lm(tokens).audio_logits
-    for path, tolerance in ((int8, 0.03), (int4, 0.25)):
+    for path, tolerance in ((int8, 0.03), (int4, 0.25), (kept, 0.25)):
         assert (load_lm(path)(tokens).audio_logits - ref).abs().max() < tolerance * ref.abs().max()
 
 

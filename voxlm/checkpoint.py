@@ -100,11 +100,13 @@ def dequantize(tensors: dict) -> dict:
 
 
 def save_model(path, kind: str, config, state_dict: dict, dtype: torch.dtype | None = None,
-               extra: dict | None = None, int8: bool = False, int4: bool = False) -> Path:
+               extra: dict | None = None, int8: bool = False, int4: bool = False,
+               keep_int8: tuple = ()) -> Path:
     """Write weights atomically. Float tensors are cast to `dtype` when given (e.g. fp16);
     with `int8`, weight matrices of INT8_MIN_SIZE or more elements are stored as int8 with a
     per-row scale (4x smaller than fp32) and dequantised on load; with `int4`, those whose last
-    dimension INT4_GROUP divides are stored as int4 in groups (7x smaller), the rest as int8."""
+    dimension INT4_GROUP divides are stored as int4 in groups (7x smaller), the rest as int8,
+    and so are those whose names start with one of `keep_int8` (the layers int4 hurts most)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -112,7 +114,7 @@ def save_model(path, kind: str, config, state_dict: dict, dtype: torch.dtype | N
     for name, tensor in state_dict.items():
         tensor = tensor.detach().cpu()
         matrix = tensor.is_floating_point() and tensor.ndim >= 2 and tensor.numel() >= INT8_MIN_SIZE
-        if int4 and matrix and tensor.shape[-1] % INT4_GROUP == 0:
+        if int4 and matrix and tensor.shape[-1] % INT4_GROUP == 0 and not name.startswith(keep_int8):
             tensors[name + INT4_SUFFIX], tensors[name + INT4_SCALE_SUFFIX] = quantize_int4(tensor)
             continue
         if (int8 or int4) and matrix:

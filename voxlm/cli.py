@@ -226,6 +226,10 @@ def _add_lm(top, add):
     p.add_argument("--int4", action="store_true",
                    help="int4 weight matrices with a scale per 32 weights (about half of --int8's "
                         "bytes; matrices whose last dimension 32 does not divide stay int8)")
+    p.add_argument("--keep-int8", nargs="+", default=[], metavar="NAME",
+                   help="with --int4: weights whose names start with NAME stay int8 (e.g. "
+                        "audio_emb, the audio embedding tables, where int4 can move when a "
+                        "dialogue model starts to speak)")
     p.add_argument("--curve", type=Path, help="also plot the run's training curve to this PNG")
 
 

@@ -252,14 +252,22 @@ def cmd_lm_export(args):
     import torch
 
     from .data import write_atomic
+    from .errors import VoxlmError
     from .eval.curves import plot_curve
     from .lm.model import save_lm
     from .lm.speech import load_speech_lm
 
+    if args.keep_int8 and not args.int4:
+        raise VoxlmError("--keep-int8 chooses what --int4 leaves at int8", "add --int4")
     speech = load_speech_lm(args.run)
+    names = sorted({name.split(".")[0] for name in speech.lm.state_dict()})
+    unknown = [k for k in args.keep_int8 if not any(n.startswith(k) for n in speech.lm.state_dict())]
+    if unknown:
+        raise VoxlmError(f"--keep-int8 {' '.join(unknown)}: no weight of this LM is named so",
+                         f"give names its weights start with: {', '.join(names)}")
     tokenizer = speech.tokenizer()  # checked against the one the LM was trained with
     path = save_lm(args.output, speech.lm, dtype=torch.float16, int8=args.int8, extra=speech.extra,
-                   int4=args.int4)
+                   int4=args.int4, keep_int8=tuple(args.keep_int8))
     beside = args.output.with_suffix(".tokenizer.model")
     write_atomic(beside, tokenizer.model_proto)
     print(f"wrote {path}: {path.stat().st_size / 1e6:.1f} MB, and {beside.name}")

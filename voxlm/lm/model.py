@@ -253,12 +253,13 @@ def lm_loss(output: LMOutput, tokens: torch.Tensor) -> dict:
 
 
 def save_lm(path, lm: LM, dtype: torch.dtype | None = None, int8: bool = False, extra=None,
-            int4: bool = False):
-    """Write an LM model file (safetensors + its LMConfig)."""
+            int4: bool = False, keep_int8: tuple = ()):
+    """Write an LM model file (safetensors + its LMConfig); `keep_int8`: name prefixes of
+    weights that stay int8 under `int4`."""
     from ..checkpoint import save_model
 
     return save_model(path, "lm", lm.config, lm.state_dict(), dtype=dtype, extra=extra, int8=int8,
-                      int4=int4)
+                      int4=int4, keep_int8=keep_int8)
 
 
 def load_lm(path, device: str = "cpu") -> LM:
