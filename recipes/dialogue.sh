@@ -1,4 +1,4 @@
-# bash recipes/dialogue.sh   (the shipped dialogue model: ~55 min of dialogue synthesis, ~4 min of tokenising, ~37 + ~37 min of training on an idle 2-core CPU, with the shipped codec)
+# bash recipes/dialogue.sh   (the shipped dialogue model: ~55 min of dialogue synthesis, ~8 min of tokenising, ~37 + ~37 + ~30 min of training on an idle 2-core CPU, after recipes/codec.sh)
 # On GPUs: `torchrun --nproc_per_node N -m voxlm lm train ...` with a larger --batch-size and
 # --steps; more dialogues (--count) is what helps most.
 set -euo pipefail
@@ -7,8 +7,11 @@ set -euo pipefail
 BF16=--bf16
 grep -qw avx512_bf16 /proc/cpuinfo || BF16=""
 voxlm synth dialogues --out data/dialogues --count 1344 --seed 0          # 7.1 h, resumable
-# codec codes of both channels (the shipped codec) and a 1000-id sentencepiece on the words
-voxlm lm tokenize --data data/dialogues --out data/dialogue_tokens --text-vocab 1000
+# stages 1 and 2 run on the codes of the codec shipped before the semantic one (recipes/codec.sh
+# exports it); stage 3 moves the model to the shipped codec's codes
+OLD_CODEC=runs/codec_f0_int8.safetensors
+# codec codes of both channels and a 1000-id sentencepiece on the words
+voxlm lm tokenize --data data/dialogues --out data/dialogue_tokens --text-vocab 1000 --codec $OLD_CODEC
 voxlm lm train --data data/dialogue_tokens --out runs/dialogue --mode duplex --config small $BF16 \
     --steps 1100 --stop-at 600 --batch-size 8 --lr 1e-3 --warmup 100 --semantic-weight 4 \
     --save-every 100 --log-every 10 --valid-every 50     # resumes if killed; held-out loss
@@ -18,15 +21,36 @@ voxlm lm train --data data/dialogue_tokens --out runs/dialogue --mode duplex --c
 # fine-tune the stage-1 model on them and the stage-1 dialogues (QA first: its valid split is
 # the held-out loss that picks the best step)
 voxlm synth dialogues --out data/qa --count 2400 --seed 1 --qa-share 1 --qa-weights 6,1,1,1
-voxlm lm tokenize --data data/qa --out data/qa_tokens --tokenizer data/dialogue_tokens/tokenizer.model
+voxlm lm tokenize --data data/qa --out data/qa_tokens --tokenizer data/dialogue_tokens/tokenizer.model \
+    --codec $OLD_CODEC
 voxlm lm train --data data/qa_tokens --data data/dialogue_tokens --out runs/dialogue_qa $BF16 \
     --mode duplex --init runs/dialogue/best.safetensors --steps 2000 --stop-at 800 --batch-size 8 \
     --lr 6e-4 --warmup 60 --semantic-weight 4 --save-every 100 --log-every 10 --valid-every 100
 #   held-out loss was lowest at step 700 and rose after (the shipped run went on to step 814);
-#   its best step is exported
-voxlm lm export runs/dialogue_qa/best.safetensors voxlm/assets/dialogue.safetensors --int4 \
-    --curve docs/dialogue_training_curve.png
+#   its best step is exported (the dialogue model shipped before this one)
+voxlm lm export runs/dialogue_qa/best.safetensors runs/dialogue_f0_int4.safetensors --int4
+# stage 3: the QA dialogues on the shipped (semantic) codec's codes. The model reads only the
+# user's codebook 1 (--user-codebooks 1: what was said, not the voice), and a listen head writes
+# the user's words (--listen-weight 3). Tokenised first with the fp32 codec run, then (stage 3b)
+# with its int8 export, the file that ships, for a short pass on the codes it will hear
+voxlm lm tokenize --data data/qa --out data/qa_joint_tokens --codec runs/codec_sem256_joint \
+    --tokenizer data/dialogue_tokens/tokenizer.model
+voxlm lm train --data data/qa_joint_tokens --mode duplex --init runs/dialogue_f0_int4.safetensors \
+    --init-other-codec --user-codebooks 1 --listen-weight 3 --steps 1200 --batch-size 8 --lr 3e-4 \
+    --warmup 50 --semantic-weight 4 --valid-every 200 $BF16 --out runs/ft_joint_u1
+#   held-out loss 3.42, 3.12, 3.01, 2.97, 2.96 (step 1000, the best), 2.96
+voxlm lm tokenize --data data/qa --out data/qa_j8_tokens --codec voxlm/assets/codec.safetensors \
+    --tokenizer data/dialogue_tokens/tokenizer.model
+voxlm lm train --data data/qa_j8_tokens --mode duplex --init runs/ft_joint_u1/best.safetensors \
+    --init-other-codec --user-codebooks 1 --listen-weight 3 --steps 300 --batch-size 8 --lr 1e-4 \
+    --warmup 20 --semantic-weight 4 --valid-every 100 $BF16 --out runs/ft_j8
+# int4, but the audio embedding tables int8: int4 there delays its replies (0.7-0.8 s median
+# against 0.33 s; docs/BENCHMARKS.md "Dialogue model on the semantic codec's codes")
+voxlm lm export runs/ft_j8/best.safetensors voxlm/assets/dialogue.safetensors --int4 \
+    --keep-int8 audio_emb --curve docs/dialogue_training_curve.png
 voxlm eval dialogue --checkpoint voxlm/assets/dialogue.safetensors --data data/dialogues \
     --report reports/dialogue
 voxlm eval dialogue --checkpoint voxlm/assets/dialogue.safetensors --data data/qa --limit 40 \
-    --report reports/dialogue_qa
+    --seeds 3 --report reports/dialogue_qa
+python benchmarks/dialogue_hearing.py --tokens data/qa_j8_tokens --data data/qa \
+    --checkpoint voxlm/assets/dialogue.safetensors --limit 200 --out reports/dialogue_hearing
