@@ -260,9 +260,10 @@ def cmd_lm_export(args):
     if args.keep_int8 and not args.int4:
         raise VoxlmError("--keep-int8 chooses what --int4 leaves at int8", "add --int4")
     speech = load_speech_lm(args.run)
-    names = sorted({name.split(".")[0] for name in speech.lm.state_dict()})
-    unknown = [k for k in args.keep_int8 if not any(n.startswith(k) for n in speech.lm.state_dict())]
+    weights = list(speech.lm.state_dict())
+    unknown = [k for k in args.keep_int8 if not any(name.startswith(k) for name in weights)]
     if unknown:
+        names = sorted({name.split(".")[0] for name in weights})
         raise VoxlmError(f"--keep-int8 {' '.join(unknown)}: no weight of this LM is named so",
                          f"give names its weights start with: {', '.join(names)}")
     tokenizer = speech.tokenizer()  # checked against the one the LM was trained with
