@@ -340,6 +340,18 @@ def test_voice_decoder_reads_codebook_one_alone(tiny_corpus, tmp_path):
         with tuned.streaming(2):
             streamed.append(torch.cat([tuned.decode(given[..., t: t + 1]) for t in range(8)], -1))
     assert torch.equal(*streamed) and (streamed[0] - spoken).abs().max() < 1e-3
+    # exported alone (`codec export --voice`), it comes back on the encoder of the codec it
+    # decodes the codes of, in a smaller file; no other codec's encoder will do
+    full, alone = export_codec(tuned, tmp_path / "full.safetensors"), export_codec(
+        tuned, tmp_path / "voice.safetensors", voice=True)
+    assert alone.stat().st_size < 0.7 * full.stat().st_size
+    back = load_codec(alone, base=tmp_path / "first" / "model.safetensors")
+    assert back.config == tuned.config and torch.equal(back.encode(audio), codes)
+    assert torch.equal(back.decode(noise), spoken)
+    with pytest.raises(VoxlmError, match="codes of another codec"):
+        load_codec(alone, base=full)
+    with pytest.raises(VoxlmError, match="--voice exports a voice decoder"):
+        export_codec(base, tmp_path / "no.safetensors", voice=True)
     for flags, words in ((dict(), "add --decoder-only --init CODEC"),
                          (dict(decoder_only=True, init=str(tmp_path / "first")), "pass 1 to")):
         k = 1 if not flags else codec_config("tiny").n_q

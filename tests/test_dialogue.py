@@ -194,3 +194,36 @@ def test_user_shift_moves_training_voices_only():
             assert abs(turn["start"] - before["start"]) < 0.1 and abs(turn["end"] - before["end"]) < 0.1
         seen.add("train")
     assert seen == {"train", "held out"}
+
+
+def test_speaker_turns_cut_one_voice_out_of_dialogues(corpus, tmp_path, capsys):
+    """`voxlm synth turns`: every assistant turn is an item of that channel's samples, its words
+    on the item's clock and lying on its speech, its split kept; resuming cuts nothing again;
+    a speaker no manifest has is a clear error."""
+    from voxlm.cli import main
+    from voxlm.synth.turns import BEFORE_S, speaker_turns
+
+    out, _, rows = corpus
+    manifest = speaker_turns([out], tmp_path / "voice", ASSISTANT, channel=1, progress=False)
+    items = read_manifest(manifest)
+    turns = [(r, i, t) for r in rows for i, t in enumerate(r["turns"]) if t["channel"] == 1]
+    assert len(items) == len(turns) > 0
+    for item, (row, i, turn) in zip(items, turns):
+        assert item["id"] == f"{row['id']}-{i}" and item["split"] == row["split"]
+        assert item["speaker"] == ASSISTANT and item["text"] == turn["text"]
+        audio = load_audio(tmp_path / "voice" / item["audio"])
+        stereo = load_audio(out / row["audio"], mono=False)
+        start = int(round(max(0.0, turn["start"] - BEFORE_S) * SAMPLE_RATE))
+        assert np.allclose(audio, stereo[start:start + len(audio), 1], atol=1e-4)
+        for w in item["words"]:  # on the item's clock, on its speech
+            mid = int((w["start"] + w["end"]) / 2 * SAMPLE_RATE)
+            assert 0 <= w["start"] <= w["end"] <= item["duration"] + 1e-3
+            assert np.sqrt(np.mean(np.square(audio[max(mid - 400, 0): mid + 400]))) > 0.005
+    first = tmp_path / "voice" / items[0]["audio"]
+    stamp = first.stat().st_mtime_ns
+    assert main(["synth", "turns", "--data", str(out), "--out", str(tmp_path / "voice"),
+                 "--speaker", ASSISTANT, "--quiet"]) == 0
+    assert first.stat().st_mtime_ns == stamp and read_manifest(manifest) == items
+    assert main(["synth", "turns", "--data", str(out), "--out", str(tmp_path / "none"),
+                 "--speaker", "piper:nobody", "--quiet"]) != 0
+    assert "no speech of 'piper:nobody'" in capsys.readouterr().err

@@ -177,6 +177,8 @@ def test_report_from_a_tiny_model(corpus, runs, tmp_path, capsys):
     # transcript of the reference is close to it; the model's inner text is the words it made
     assert qa["reference"]["inner_correct"] == qa["questions"], qa["items"]
     assert qa["reference"]["speech_text_wer"] < 0.5, qa["items"]
+    own = sorted(e / n for e, n in (x["reference_speech_errors"] for x in qa["items"]))
+    assert qa["reference"]["speech_text_wer_median"] == pytest.approx(float(np.median(own)))
     for x in qa["items"]:
         assert x["reference_speech_errors"][1] == len(normalize_text(x["reference_inner"])) > 0
         entry = next(d for d in results["per_dialogue"] if d["id"] == x["id"])

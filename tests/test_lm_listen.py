@@ -13,7 +13,8 @@ from test_lm_train import corpora, dialogue_tokens, task  # noqa: F401 (fixtures
 from voxlm.errors import VoxlmError
 from voxlm.lm.data import LayoutConfig, LMData, TokenShards, config_for_shards
 from voxlm.lm.generate import GREEDY, LMGen
-from voxlm.lm.model import LM, TEXT_EOW_ID, TEXT_PAD_ID, lm_config, load_lm
+from voxlm.lm.model import (LM, TEXT_EOW_ID, TEXT_PAD_ID, lm_config, load_lm, read_audio_tables,
+                            save_lm)
 from voxlm.lm.streams import FRAME_RATE, TEXT_OFFSET, duplex, listen_row
 from voxlm.lm.train import stream_losses
 from voxlm.train import TrainConfig, Trainer
@@ -146,6 +147,29 @@ def test_user_codebooks_reads_the_users_words_not_their_voice():
         assert not torch.allclose(full(frames).text_logits, full(voice).text_logits)
     with pytest.raises(ValueError, match="user_codebooks"):
         LM(config(user_codebooks=4))
+
+
+def test_export_stores_unread_user_tables_as_one_row(tmp_path):
+    """An exported model keeps only the "not started" row of the audio tables its layout never
+    reads: the same logits from the reloaded model, a smaller file, any other user codes heard
+    as before."""
+    assert read_audio_tables(config(), "aligned") == 3 and read_audio_tables(config(), "duplex") == 6
+    c = config(user_codebooks=1)
+    assert read_audio_tables(c, "duplex") == 4 and read_audio_tables(c, "aligned") == 3
+    torch.manual_seed(0)
+    lm = LM(c).eval()
+    rng = np.random.default_rng(2)
+    frames = torch.from_numpy(duplex(rng.integers(0, c.card, (3, 20)), rng.integers(0, c.card, (3, 20)),
+                                     USER[:2], [[3], [4]], c))[None]  # [1, S, L]
+    full, small = save_lm(tmp_path / "full.safetensors", lm), save_lm(
+        tmp_path / "small.safetensors", lm, read_tables=read_audio_tables(c, "duplex"))
+    assert full.stat().st_size - small.stat().st_size > 1.9 * (c.card + 1) * c.dim * 4  # 2 tables
+    back = load_lm(small)
+    assert back.audio_emb.shape == lm.audio_emb.shape
+    assert torch.equal(back.audio_emb[:4], lm.audio_emb[:4])
+    with torch.no_grad():
+        a, b = lm(frames), back(frames)
+    assert torch.equal(a.text_logits, b.text_logits) and torch.equal(a.audio_logits, b.audio_logits)
 
 
 def test_fine_tune_with_user_codebooks_keeps_the_weights(dialogue_tokens, tmp_path):  # noqa: F811

@@ -227,6 +227,10 @@ CLI_ERRORS = {
     "codec-train-decoder-codebooks-alone": (TRAIN + " --data {corpus} --out {d}/r5 "
                                             "--decoder-codebooks 1",
                                             ["--decoder-codebooks 1 trains a decoder", "--decoder-only"]),
+    "codec-export-voice-plain": ("codec export {d}/tiny.safetensors {d}/voice.safetensors --voice",
+                                 ["--voice exports a voice decoder", "--decoder-codebooks 1"]),
+    "synth-turns-no-speaker": ("synth turns --data {corpus} --out {d}/turns --speaker piper:nobody",
+                               ["no speech of 'piper:nobody'", "e.g. piper:joe"]),
     "codec-train-init-other-config": (TRAIN.replace("tiny", "base") + " --data {corpus} --out "
                                       "{d}/r2 --init {d}/tiny.safetensors",
                                       ["holds a codec with another config", "--config"]),

@@ -12,6 +12,7 @@ from pathlib import Path
 from . import commands
 
 EXAMPLES = {
+    "synth turns": "voxlm synth turns --data data/qa --out data/assistant_voice --speaker piper:joe",
     "synth corpus": "voxlm synth corpus --out data/corpus --minutes 30 --voices 16",
     "synth dialogues": "voxlm synth dialogues --out data/dialogues --count 200",
     "synth stats": "voxlm synth stats data/dialogues",
@@ -50,6 +51,12 @@ EXAMPLES = {
 
 LM_MODES = ("continuation", "interleave", "aligned", "duplex")  # lm.data.MODES, without torch
 IMPORT_FORMATS = ("librispeech", "librilight", "fisher")  # importers.FORMATS
+
+
+DIALOGUE_CODEC_HELP = ("codec model file or run folder (default: the one the LM was trained on, "
+                       "else the shipped one; a model on the shipped codec's codes speaks through "
+                       "the shipped voice decoder, voxlm/assets/voice.safetensors: pass "
+                       "--codec voxlm/assets/codec.safetensors for the codec's own decoder)")
 
 
 def _csv(value: str) -> tuple:
@@ -96,8 +103,7 @@ def _add_eval_and_units(top, add):
     p.add_argument("--report", required=True, type=Path, help="report folder")
     p.add_argument("--checkpoint", type=Path, help="dialogue model: LM run folder or model file "
                                                    "trained with --mode duplex (default: shipped)")
-    p.add_argument("--codec", type=Path, help="codec model file or run folder (default: the "
-                                              "one the LM was trained on, else the shipped one)")
+    p.add_argument("--codec", type=Path, help=DIALOGUE_CODEC_HELP)
     p.add_argument("--data", type=Path, default=Path("data/dialogues"),
                    help="dialogue corpus (voxlm synth dialogues); its held-out voices are used")
     p.add_argument("--limit", type=int, default=20, help="dialogues (split test first, then valid)")
@@ -223,6 +229,10 @@ def _add_lm(top, add):
     p.add_argument("output", type=Path, help="model file (.safetensors); the tokenizer goes "
                                              "beside it as <name>.tokenizer.model")
     p.add_argument("--int8", action="store_true", help="int8 weight matrices with per-row scales")
+    p.add_argument("--voice", action="store_true",
+                   help="a voice decoder run (--decoder-codebooks K): only its decoding side, "
+                        "loaded on the shipped codec's encoder (a small file; the dialogue "
+                        "model speaks through voxlm/assets/voice.safetensors)")
     p.add_argument("--int4", action="store_true",
                    help="int4 weight matrices with a scale per 32 weights (about half of --int8's "
                         "bytes; matrices whose last dimension 32 does not divide stay int8)")
@@ -300,8 +310,7 @@ def _add_dialogue(top, add):
     def flags(p):
         p.add_argument("--checkpoint", type=Path, help="dialogue model: an LM run folder or model "
                                                        "file trained with --mode duplex")
-        p.add_argument("--codec", type=Path, help="codec model file or run folder (default: the "
-                                                  "one the LM was trained on, else the shipped one)")
+        p.add_argument("--codec", type=Path, help=DIALOGUE_CODEC_HELP)
         sampling_flags(p)
         p.add_argument("--seed", type=int, default=0, help="random seed (it also picks the voice)")
         p.add_argument("--threads", type=int, default=1,
@@ -388,6 +397,10 @@ def _add_codec(top, add):
     p.add_argument("run", type=Path, help="run folder or model file")
     p.add_argument("output", type=Path)
     p.add_argument("--int8", action="store_true", help="int8 weight matrices with per-row scales")
+    p.add_argument("--voice", action="store_true",
+                   help="a voice decoder run (--decoder-codebooks K): only its decoding side, "
+                        "loaded on the shipped codec's encoder (a small file; the dialogue "
+                        "model speaks through voxlm/assets/voice.safetensors)")
     p.add_argument("--curve", type=Path, help="also plot the run's training curve to this PNG")
 
     for name, func, help in (("encode", commands.cmd_codec_encode, "audio file to codes (.npy int16 [K, T])"),
@@ -449,6 +462,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "voices from the same engines (0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add(sub, "turns", "synth turns", commands.cmd_synth_turns,
+            "one speaker's speech out of corpora as a monologue corpus (e.g. the assistant's "
+            "turns of the dialogues, to train a voice decoder on)")
+    p.add_argument("--data", required=True, type=Path, action="append",
+                   help="dialogue or monologue corpus folder (repeatable)")
+    p.add_argument("--out", required=True, type=Path, help="corpus folder (resumes if it exists)")
+    p.add_argument("--speaker", default="piper:joe",
+                   help="ENGINE:NAME as in the manifests (the dialogues' assistant: piper:joe)")
+    p.add_argument("--channel", type=int, default=1, choices=(0, 1),
+                   help="the dialogues' channel it speaks in (0 user, 1 assistant)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = add(sub, "stats", "synth stats", commands.cmd_synth_stats,

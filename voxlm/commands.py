@@ -42,6 +42,14 @@ def cmd_synth_dialogues(args):
     print(f"dialogues: {manifest}")
 
 
+def cmd_synth_turns(args):
+    from .synth.turns import speaker_turns
+
+    manifest = speaker_turns(args.data, args.out, args.speaker, args.channel,
+                             progress=not args.quiet)
+    print(f"corpus: {manifest}")
+
+
 def cmd_synth_stats(args):
     from .turntaking import stats_for_folder
 
@@ -190,7 +198,8 @@ def cmd_codec_export(args):
     from .eval.curves import plot_curve
 
     codec = load_codec(args.run)
-    path = export_codec(codec, args.output, dtype=torch.float16, int8=args.int8)
+    path = export_codec(codec, args.output, dtype=torch.float16, int8=args.int8,
+                        voice=args.voice)
     print(f"wrote {path}: {path.stat().st_size / 1e6:.1f} MB")
     curve = args.run / "metrics.jsonl"
     if args.curve and curve.exists():
@@ -254,7 +263,7 @@ def cmd_lm_export(args):
     from .data import write_atomic
     from .errors import VoxlmError
     from .eval.curves import plot_curve
-    from .lm.model import save_lm
+    from .lm.model import read_audio_tables, save_lm
     from .lm.speech import load_speech_lm
 
     if args.keep_int8 and not args.int4:
@@ -268,7 +277,8 @@ def cmd_lm_export(args):
                          f"give names its weights start with: {', '.join(names)}")
     tokenizer = speech.tokenizer()  # checked against the one the LM was trained with
     path = save_lm(args.output, speech.lm, dtype=torch.float16, int8=args.int8, extra=speech.extra,
-                   int4=args.int4, keep_int8=tuple(args.keep_int8))
+                   int4=args.int4, keep_int8=tuple(args.keep_int8),
+                   read_tables=read_audio_tables(speech.lm.config, speech.layout.mode))
     beside = args.output.with_suffix(".tokenizer.model")
     write_atomic(beside, tokenizer.model_proto)
     print(f"wrote {path}: {path.stat().st_size / 1e6:.1f} MB, and {beside.name}")

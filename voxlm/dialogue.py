@@ -111,9 +111,13 @@ class DialogueModel:
                 "tokenizer": getattr(self.tokenizer, "name", None)}
 
 
-def load_dialogue_model(checkpoint=None, codec=None, device: str = "cpu") -> DialogueModel:
+def load_dialogue_model(checkpoint=None, codec=None, device: str = "cpu",
+                        voice: bool = True) -> DialogueModel:
     """A duplex LM model file or run folder (None: the shipped default) with its tokenizer and
-    codec (`codec`: a codec file instead of the one its tokens were made with)."""
+    codec (`codec`: a codec file instead of the one its tokens were made with). Without
+    `codec`, a model that speaks the shipped codec's codes speaks through the shipped voice
+    decoder (voxlm/assets/voice.safetensors) where there is one, unless `voice` is False."""
+    from .codec.model import default_voice_path
     from .lm.data import LayoutConfig
     from .lm.speech import load_speech_lm
 
@@ -125,6 +129,9 @@ def load_dialogue_model(checkpoint=None, codec=None, device: str = "cpu") -> Dia
         mode = speech.layout.mode or "an unrecorded"
         raise VoxlmError(f"{speech.path} is not a dialogue model: it was trained in {mode} mode, "
                          "not duplex, so it cannot listen while it speaks", TRAIN_FIX)
+    if codec is None and voice and default_voice_path().exists() and speech.reads_codes_of(
+            default_voice_path()):
+        codec = default_voice_path()
     return DialogueModel(speech.lm, speech.codec(codec), speech.tokenizer(),
                          int(speech.extra.get("duplex_text_delay", 0)), speech.path,
                          speech.layout.frame_rate,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -341,8 +341,34 @@ def default_codec_path():
     return Path(__file__).resolve().parent.parent / "assets" / "codec.safetensors"
 
 
-def load_codec(path=None, device: str = "cpu") -> Codec:
-    """A codec from a model file or a training run folder; the shipped default when None."""
+def default_voice_path():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent.parent / "assets" / "voice.safetensors"
+
+
+VOICE_PART = "voice"  # a model file's extra["part"]: the decoding side alone (`export_codec`)
+
+
+def decoding_side(name: str, codebooks: int) -> bool:
+    """Whether weight `name` is one the decoder of codebooks 1..`codebooks` reads: the decoder,
+    the quantizer's output projections and those codebooks' tables (not the encoder's side)."""
+    if name.startswith("decoder."):
+        return True
+    if name.startswith(("quantizer.semantic_out.", "quantizer.semantic.codebooks.0.embed")):
+        return True
+    if name.startswith("quantizer.acoustic_out."):
+        return codebooks > 1
+    prefix = "quantizer.acoustic.codebooks."
+    if name.startswith(prefix) and name.endswith(".embed"):
+        return int(name[len(prefix):].split(".")[0]) < codebooks - 1
+    return False
+
+
+def load_codec(path=None, device: str = "cpu", base=None) -> Codec:
+    """A codec from a model file or a training run folder; the shipped default when None.
+    A voice file (`codec export --voice`) holds a decoding side alone: it comes back on the
+    encoding side of the codec whose codes it decodes, `base` (default: the shipped one)."""
     from pathlib import Path
 
     from ..checkpoint import load_into, load_model
@@ -362,6 +388,29 @@ def load_codec(path=None, device: str = "cpu") -> Codec:
     except TypeError as error:
         raise VoxlmError(f"{path} has a codec config this voxlm does not know ({error})",
                          "use the voxlm version that trained it") from None
-    load_into(codec, tensors, path, optional=("embed_sum", "usage", "idle"))  # training-only
     codec.codes_of = tuple(str(s) for s in extra.get("codes_of", []))
+    if extra.get("part") == VOICE_PART:
+        tensors = {**_encoding_side(path, codec, base), **tensors}
+    load_into(codec, tensors, path, optional=("embed_sum", "usage", "idle"))  # training-only
     return codec.to(device).eval()
+
+
+def _encoding_side(path, voice: Codec, base=None) -> dict:
+    """The weights a voice file leaves out, from `base` (default: the shipped codec), which
+    must be the codec whose codes it decodes."""
+    import hashlib
+    from pathlib import Path
+
+    from ..errors import VoxlmError
+
+    base = Path(base) if base is not None else default_codec_path()
+    if not base.is_file() or hashlib.sha256(base.read_bytes()).hexdigest() not in voice.codes_of:
+        raise VoxlmError(f"{path} is a voice decoder for the codes of another codec than "
+                         f"{base}", "use it with the codec it was trained on, or export the "
+                         "whole codec run without --voice")
+    own = load_codec(base)
+    if replace(own.config, decoder_codebooks=0) != replace(voice.config, decoder_codebooks=0):
+        raise VoxlmError(f"{path} is a voice decoder for a codec of another config than the "
+                         "shipped one", "export the whole codec run without --voice")
+    k = voice.config.decoder_codebooks
+    return {name: t for name, t in own.state_dict().items() if not decoding_side(name, k)}

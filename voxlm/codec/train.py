@@ -442,8 +442,23 @@ def load_initial_weights(codec: Codec, path) -> tuple:
     return (hashlib.sha256(path.read_bytes()).hexdigest(), *source.codes_of)
 
 
-def export_codec(codec: Codec, path, dtype=None, int8: bool = False) -> Path:
-    """Inference weights: the EMA statistics used only by training are left out."""
+def export_codec(codec: Codec, path, dtype=None, int8: bool = False, voice: bool = False) -> Path:
+    """Inference weights: the EMA statistics used only by training are left out. `voice`: the
+    decoding side alone of a voice decoder (`--decoder-codebooks K`, trained `--decoder-only`
+    from the shipped codec), which `load_codec` puts back on the shipped codec's encoder."""
+    from .model import VOICE_PART, decoding_side
+
     state = {k: v for k, v in codec.state_dict().items() if not k.endswith(TRAINING_ONLY)}
-    extra = {"codes_of": list(codec.codes_of)} if codec.codes_of else None
-    return save_model(path, "codec", codec.config, state, dtype=dtype, int8=int8, extra=extra)
+    extra = {"codes_of": list(codec.codes_of)} if codec.codes_of else {}
+    if voice:
+        k = codec.config.decoder_codebooks
+        if not k or not codec.codes_of:
+            raise VoxlmError("--voice exports a voice decoder, and this codec decodes every "
+                             "codebook it is given" if not k else "--voice: this codec's codes "
+                             "are its own, so its decoder cannot go without its encoder",
+                             "train one with `codec train --init voxlm/assets/codec.safetensors "
+                             "--decoder-only --decoder-codebooks 1`, or leave out --voice")
+        state = {name: t for name, t in state.items() if decoding_side(name, k)}
+        extra["part"] = VOICE_PART
+    return save_model(path, "codec", codec.config, state, dtype=dtype, int8=int8,
+                      extra=extra or None)

@@ -351,15 +351,18 @@ def write_report(path, results: dict, gen_stats, ref_stats) -> Path:
                   "over the same window (the model's inner text; the reference's script) is "
                   "judged the same way: it tells a model that does not know the answer from one "
                   "that knows it and fails to say it, and the WER of the speech against that "
-                  "text measures the saying.", "",
+                  "text measures the saying (pooled over all answers, and the median of the "
+                  "answers' own, which one transcript looping on a phrase cannot sway).", "",
                   "| channel | right (speech) | right (text meant) | questions | accuracy (speech)"
-                  " | accuracy (text) | speech WER against its text |", "|---|---|---|---|---|---|---|"]
+                  " | accuracy (text) | speech WER against its text (pooled / median) |",
+                  "|---|---|---|---|---|---|---|"]
         for side in ("generated", "reference"):
             s = qa[side]
             lines.append(f"| {side} | {s['correct']} | {s['inner_correct']} | {qa['questions']} | "
                          f"{_f(100 * s['accuracy'], '{:.0f}%')} | "
                          f"{_f(100 * s['inner_accuracy'], '{:.0f}%')} | "
-                         f"{_f(100 * s['speech_text_wer'], '{:.1f}%')} |")
+                         f"{_f(100 * s['speech_text_wer'], '{:.1f}%')} / "
+                         f"{_f(100 * s.get('speech_text_wer_median', math.nan), '{:.0f}%')} |")
         by_kind = ", ".join(f"{k} {v['generated']}/{v['questions']} (text {v['generated_inner']}, "
                             f"reference {v['reference']})" for k, v in qa["by_kind"].items())
         if qa["echo_questions"]:
@@ -532,12 +535,15 @@ def _qa_part(rows, refs, gens, pending, per_dialogue, judges, progress) -> dict:
         right = sum(x[f"{side}_correct"] for x in items)
         inner = sum(x[f"{side}_inner_correct"] for x in items)
         errors, words = (sum(x[f"{side}_speech_errors"][i] for x in items) for i in (0, 1))
+        each = [e / n for e, n in (x[f"{side}_speech_errors"] for x in items) if n]
         out[side] = {"correct": right, "accuracy": right / len(items) if items else math.nan,
                      "inner_correct": inner,
                      "inner_accuracy": inner / len(items) if items else math.nan,
                      "inner_echo": sum(x[f"{side}_inner_echo"] for x in echoed),
                      # Whisper's transcript of the channel against the text it meant to say
-                     "speech_text_wer": errors / words if words else math.nan}
+                     "speech_text_wer": errors / words if words else math.nan,
+                     # per answer, its median: one looping transcript cannot sway it
+                     "speech_text_wer_median": float(np.median(each)) if each else math.nan}
     listened = [x for x in items if "heard" in x]
     if listened:  # the listen head: the questions' words it wrote down, their numbers and sign
         errors, words = (sum(x["heard_errors"][i] for x in listened) for i in (0, 1))

@@ -252,13 +252,35 @@ def lm_loss(output: LMOutput, tokens: torch.Tensor) -> dict:
             "total": text + audio}
 
 
+def read_audio_tables(config: LMConfig, mode: str) -> int:
+    """How many of the LM's audio input tables (its codebooks', then the user's) a model in
+    layout `mode` reads at more than their "not started" row: a non-duplex layout never fills
+    the user's rows, and a duplex model with `user_codebooks` k reads only the user's first k."""
+    n_audio = config.n_streams - 1
+    if config.user_audio and mode != "duplex":
+        return config.n_q
+    if config.user_audio and 0 < config.user_codebooks < config.n_q:
+        return config.n_q + config.user_codebooks
+    return n_audio
+
+
+UNREAD_SUFFIX = "_unread"  # audio_emb_unread [U, D]: the "not started" rows of unread tables
+
+
 def save_lm(path, lm: LM, dtype: torch.dtype | None = None, int8: bool = False, extra=None,
-            int4: bool = False, keep_int8: tuple = ()):
+            int4: bool = False, keep_int8: tuple = (), read_tables: int | None = None):
     """Write an LM model file (safetensors + its LMConfig); `keep_int8`: name prefixes of
-    weights that stay int8 under `int4`."""
+    weights that stay int8 under `int4`. With `read_tables` (`read_audio_tables`), the audio
+    input tables after the first `read_tables` are stored as their "not started" row alone
+    (all the model ever reads of them): the same outputs from a smaller file."""
     from ..checkpoint import save_model
 
-    return save_model(path, "lm", lm.config, lm.state_dict(), dtype=dtype, extra=extra, int8=int8,
+    state = dict(lm.state_dict())
+    if read_tables is not None and read_tables < lm.audio_emb.shape[0]:
+        table = state["audio_emb"]  # [A, card+1, D]
+        state["audio_emb"] = table[:read_tables]
+        state["audio_emb" + UNREAD_SUFFIX] = table[read_tables:, lm.config.audio_pad_id]  # [U, D]
+    return save_model(path, "lm", lm.config, state, dtype=dtype, extra=extra, int8=int8,
                       int4=int4, keep_int8=keep_int8)
 
 
@@ -278,5 +300,10 @@ def load_lm(path, device: str = "cpu") -> LM:
     except (TypeError, ValueError) as error:
         raise VoxlmError(f"{path} has an lm config this voxlm does not know ({error})",
                          "use the voxlm version that trained it") from None
+    unread = tensors.pop("audio_emb" + UNREAD_SUFFIX, None)  # [U, D]
+    if unread is not None and "audio_emb" in tensors:  # each unread table: its one row, everywhere
+        rows = lm.config.card + 1
+        tensors["audio_emb"] = torch.cat([tensors["audio_emb"],
+                                          unread[:, None].expand(-1, rows, -1)])
     load_into(lm, tensors, path)
     return lm.to(device).eval()

@@ -119,20 +119,23 @@ class SpeechModel:
                              "use the tokenizer the LM was trained with")
         return tokenizer
 
+    def reads_codes_of(self, codec) -> bool:
+        """Whether the codec file `codec` makes the codes the LM's tokens were made with."""
+        from .tokenize_corpus import codec_code_ids, recorded_code_ids
+
+        return bool(codec_code_ids(codec) & recorded_code_ids(
+            self.extra.get("codec_sha256"), self.extra.get("codec_codes_of", [])))
+
     def codec(self, path=None):
         """The codec `path` (a model file or run folder), else the one the LM's tokens were made
         with when that file is still there, else the shipped codec; checked against the LM."""
         import warnings
 
         from ..codec.model import load_codec
-        from .tokenize_corpus import codec_code_ids, codec_file, recorded_code_ids
+        from .tokenize_corpus import codec_file
 
         expected, recorded = self.extra.get("codec_sha256"), self.extra.get("codec_path")
-
-        def same(file) -> bool:  # makes the codes of the codec the LM's tokens were made with
-            return bool(codec_code_ids(file) & recorded_code_ids(
-                expected, self.extra.get("codec_codes_of", [])))
-
+        same = self.reads_codes_of
         if path is None and recorded and Path(recorded).is_file() and same(recorded):
             path = recorded  # the training codec, still there and unchanged
         codec = load_codec(path)  # (None: the shipped one, or an error saying none ships)
