@@ -1,4 +1,4 @@
-# bash recipes/dialogue.sh   (the shipped dialogue model: ~55 min of dialogue synthesis, ~8 min of tokenising, ~37 + ~37 + ~30 min of training on an idle 2-core CPU, after recipes/codec.sh)
+# bash recipes/dialogue.sh   (the shipped dialogue model: ~55 min of dialogue synthesis, ~8 min of tokenising, ~37 + ~37 + ~30 min of training and ~40 min for the voice decoder on an idle 2-core CPU, after recipes/codec.sh)
 # On GPUs: `torchrun --nproc_per_node N -m voxlm lm train ...` with a larger --batch-size and
 # --steps; more dialogues (--count) is what helps most.
 set -euo pipefail
@@ -44,6 +44,17 @@ voxlm lm tokenize --data data/qa --out data/qa_j8_tokens --codec voxlm/assets/co
 voxlm lm train --data data/qa_j8_tokens --mode duplex --init runs/ft_joint_u1/best.safetensors \
     --init-other-codec --user-codebooks 1 --listen-weight 3 --steps 300 --batch-size 8 --lr 1e-4 \
     --warmup 20 --semantic-weight 4 --valid-every 100 $BF16 --out runs/ft_j8
+# the assistant's voice decoder: it reads codebook 1 alone and speaks it in piper joe's voice,
+# the assistant's in every dialogue, so the acoustic codebooks the model generates cannot cost
+# its words (docs/BENCHMARKS.md "A voice decoder for the assistant"; ~40 min on one thread).
+# The assistant's turns of the QA dialogues and the corpus's joe utterances: 3.2 h to train on
+S="--semantic-layers 4 --semantic-dim 256 --semantic-ff-mult 2"
+voxlm synth turns --data data/qa --data data/corpus --speaker piper:joe --out data/assistant_voice
+voxlm codec train --data data/assistant_voice --out runs/voice_dec --config base \
+    --init voxlm/assets/codec.safetensors $S --decoder-only --decoder-codebooks 1 \
+    --pitch-weight 25 --lr 5e-4 --steps 3000 --stop-at 2000 --adversarial-start 2000 \
+    --batch-size 16 --seed 11
+voxlm codec export runs/voice_dec voxlm/assets/voice.safetensors --int8 --voice
 # int4, but the audio embedding tables int8: int4 there delays its replies (0.7-0.8 s median
 # against 0.33 s; docs/BENCHMARKS.md "Dialogue model on the semantic codec's codes")
 voxlm lm export runs/ft_j8/best.safetensors voxlm/assets/dialogue.safetensors --int4 \

@@ -455,3 +455,22 @@ def test_shipped_codec_loads_and_streams():
     decoded = codec.decode(codes)
     assert streamed.shape == decoded.shape == audio.shape
     assert torch.isfinite(decoded).all() and decoded.abs().max() < 1.0
+
+
+def test_shipped_voice_decoder_speaks_codebook_one_on_the_shipped_encoder():
+    """voxlm/assets/voice.safetensors: the decoding side alone (a few MB), loaded on the shipped
+    codec's encoder: the same codes, and speech that depends on codebook 1 alone."""
+    from voxlm.codec.model import default_codec_path, default_voice_path
+
+    assert default_voice_path().stat().st_size < 0.5 * default_codec_path().stat().st_size
+    codec, voice = load_codec(), load_codec(default_voice_path())
+    assert voice.config.decoder_codebooks == 1
+    t = torch.arange(codec.config.hop * 10) / 16000
+    audio = (0.1 * torch.sin(2 * math.pi * 150 * t) * (1 + torch.sin(2 * math.pi * 3 * t)))[None, None]
+    codes = codec.encode(audio)
+    assert torch.equal(voice.encode(audio), codes)
+    other = codes.clone()
+    other[:, 1:] = (other[:, 1:] + 1) % codec.config.codebook_size
+    spoken = voice.decode(codes)
+    assert torch.equal(spoken, voice.decode(other)) and not torch.equal(spoken, codec.decode(codes))
+    assert torch.isfinite(spoken).all() and spoken.abs().max() < 1.0

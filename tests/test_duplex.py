@@ -320,6 +320,9 @@ def test_shipped_dialogue_model_loads_and_a_missing_or_damaged_one_is_named(tmp_
     shipped = load_dialogue_model()  # voxlm/assets/dialogue.safetensors, checksum verified
     assert shipped.path == default_dialogue_path() and shipped.lm.config.user_audio
     assert shipped.tokenizer.vocab_size == 1000 and shipped.codec.config.hop == HOP
+    # it speaks through the shipped voice decoder (codebook 1 alone), unless told not to
+    assert shipped.codec.config.decoder_codebooks == 1
+    assert load_dialogue_model(voice=False).codec.config.decoder_codebooks == 0
     missing = tmp_path / "assets" / "dialogue.safetensors"
     monkeypatch.setattr(voxlm.dialogue, "default_dialogue_path", lambda: missing)
     with pytest.raises(VoxlmError, match="no dialogue model ships yet.*train one with"):
