@@ -348,8 +348,10 @@ def test_voice_decoder_reads_codebook_one_alone(tiny_corpus, tmp_path):
     back = load_codec(alone, base=tmp_path / "first" / "model.safetensors")
     assert back.config == tuned.config and torch.equal(back.encode(audio), codes)
     assert torch.equal(back.decode(noise), spoken)
+    assert torch.equal(load_codec(alone, base=full).decode(noise), spoken)  # the same codes
+    stranger = export_codec(Codec(codec_config("tiny")), tmp_path / "stranger.safetensors")
     with pytest.raises(VoxlmError, match="codes of another codec"):
-        load_codec(alone, base=full)
+        load_codec(alone, base=stranger)
     with pytest.raises(VoxlmError, match="--voice exports a voice decoder"):
         export_codec(base, tmp_path / "no.safetensors", voice=True)
     for flags, words in ((dict(), "add --decoder-only --init CODEC"),

@@ -229,10 +229,6 @@ def _add_lm(top, add):
     p.add_argument("output", type=Path, help="model file (.safetensors); the tokenizer goes "
                                              "beside it as <name>.tokenizer.model")
     p.add_argument("--int8", action="store_true", help="int8 weight matrices with per-row scales")
-    p.add_argument("--voice", action="store_true",
-                   help="a voice decoder run (--decoder-codebooks K): only its decoding side, "
-                        "loaded on the shipped codec's encoder (a small file; the dialogue "
-                        "model speaks through voxlm/assets/voice.safetensors)")
     p.add_argument("--int4", action="store_true",
                    help="int4 weight matrices with a scale per 32 weights (about half of --int8's "
                         "bytes; matrices whose last dimension 32 does not divide stay int8)")

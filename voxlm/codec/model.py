@@ -398,19 +398,19 @@ def load_codec(path=None, device: str = "cpu", base=None) -> Codec:
 def _encoding_side(path, voice: Codec, base=None) -> dict:
     """The weights a voice file leaves out, from `base` (default: the shipped codec), which
     must be the codec whose codes it decodes."""
-    import hashlib
     from pathlib import Path
 
     from ..errors import VoxlmError
+    from ..lm.tokenize_corpus import codec_code_ids
 
     base = Path(base) if base is not None else default_codec_path()
-    if not base.is_file() or hashlib.sha256(base.read_bytes()).hexdigest() not in voice.codes_of:
+    if not base.is_file() or not codec_code_ids(base) & set(voice.codes_of):
         raise VoxlmError(f"{path} is a voice decoder for the codes of another codec than "
                          f"{base}", "use it with the codec it was trained on, or export the "
                          "whole codec run without --voice")
     own = load_codec(base)
     if replace(own.config, decoder_codebooks=0) != replace(voice.config, decoder_codebooks=0):
-        raise VoxlmError(f"{path} is a voice decoder for a codec of another config than the "
-                         "shipped one", "export the whole codec run without --voice")
+        raise VoxlmError(f"{path} is a voice decoder for a codec of another config than {base}",
+                         "export the whole codec run without --voice")
     k = voice.config.decoder_codebooks
     return {name: t for name, t in own.state_dict().items() if not decoding_side(name, k)}
