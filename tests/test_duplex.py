@@ -355,6 +355,24 @@ def test_cli_chat_end_to_end(runs, tmp_path, capsys):
     assert all(set(w) == {"w", "start", "end"} and w["start"] <= w["end"] for w in data["words"])
     assert " ".join(w["w"] for w in data["words"]) == data["text"]
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    assert data["int8"] is False
+
+
+def test_cli_chat_int8_runs_the_lm_as_served(runs, tmp_path, capsys, monkeypatch):
+    """--int8: the LM's matrix products with int8 weights (voxlm serve's default), recorded."""
+    from voxlm.lm import generate
+
+    quantized = []
+    real = generate.quantize_int8
+    monkeypatch.setattr(generate, "quantize_int8", lambda lm: quantized.append(lm) or real(lm))
+    source, out, transcript = tmp_path / "q.wav", tmp_path / "d.wav", tmp_path / "d.json"
+    sf.write(source, speech(1.0), 16000)
+    code = main(["chat", "--input", str(source), "--output", str(out), "--transcript",
+                 str(transcript), "--checkpoint", str(runs["duplex"]), "--max-seconds", "2",
+                 "--int8"])
+    assert code == 0, capsys.readouterr().err
+    assert len(quantized) == 1 and json.loads(transcript.read_text())["int8"] is True
+    assert sf.info(out).frames == 25 * HOP
 
 
 def _free_port_held():

@@ -222,6 +222,22 @@ def test_seeds_pool_more_conversations_of_the_same_dialogues(corpus, runs, tmp_p
     assert "2 conversations per dialogue" in (tmp_path / "seeds2" / "report.md").read_text()
 
 
+def test_int8_evaluates_the_lm_as_served(corpus, runs, tmp_path, capsys, monkeypatch):
+    """--int8: every conversation runs the LM with int8 weights, and the report says so."""
+    from voxlm.lm import generate
+
+    quantized = []
+    real = generate.quantize_int8
+    monkeypatch.setattr(generate, "quantize_int8", lambda lm: quantized.append(lm) or real(lm))
+    report = tmp_path / "int8"
+    assert main(["eval", "dialogue", "--report", str(report), "--checkpoint", str(runs["duplex"]),
+                 "--data", str(corpus), "--limit", "1", "--int8", "--quiet"]) == 0, \
+        capsys.readouterr().err
+    results = json.loads((report / "results.json").read_text())
+    assert results["int8"] is True and len(quantized) == len(results["per_dialogue"]) == 1
+    assert "int8 weights (as served)" in (report / "report.md").read_text()
+
+
 def test_a_listen_head_shows_what_the_model_heard(corpus, tmp_path, capsys):
     """A model with a listen head: the words it wrote down while each question was asked,
     their WER against the question, and whether a sum's numbers and operator were heard."""

@@ -130,6 +130,6 @@ def chat_file(source, output, transcript=None, checkpoint=None, codec=None,
             "input_seconds": round(len(audio) / SAMPLE_RATE, 3), "text": result.text,
             "words": word_dicts(result.words),
             **({"heard": word_dicts(result.heard)} if model.lm.config.listen else {}),
-            "model": model.info(), "latency_ms": result.latency,
+            "model": model.info(), "int8": options.int8, "latency_ms": result.latency,
             "real_time_factor": round(step / (1000 * model.codec.config.hop / SAMPLE_RATE), 4)})
     return result

@@ -112,6 +112,9 @@ def _add_eval_and_units(top, add):
     p.add_argument("--seeds", type=int, default=1, metavar="N",
                    help="conversations per dialogue, each with its own seed, pooled in every "
                         "figure (one seed's sampling moves the QA measures by several points)")
+    p.add_argument("--int8", action="store_true",
+                   help="the LM's matrix products with int8 weights, as `voxlm serve` and `voxlm "
+                        "demo` run it (default: fp32)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--quiet", action="store_true")
 
@@ -320,6 +323,9 @@ def _add_dialogue(top, add):
                                                    "latency per stage")
     p.add_argument("--max-seconds", type=float, default=0.0,
                    help="longest dialogue written (default: the input plus 30 s)")
+    p.add_argument("--int8", action="store_true",
+                   help="the LM's matrix products with int8 weights, as `voxlm serve` runs it "
+                        "(default: fp32)")
     flags(p)
     p = add(top, "serve", "serve", commands.cmd_serve, "serve the dialogue model: a web page to talk to it "
             "and a websocket API (docs/PROTOCOL.md)")

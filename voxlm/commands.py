@@ -370,7 +370,8 @@ def cmd_chat(args):
     from .chat import ChatOptions, chat_file
 
     _threads(args)
-    options = ChatOptions(max_seconds=args.max_seconds, sampling=_sampling(args))
+    options = ChatOptions(max_seconds=args.max_seconds, sampling=_sampling(args),
+                          int8=args.int8)
     result = chat_file(args.input, args.output, args.transcript, args.checkpoint, args.codec,
                        options, args.seed)
     step = result.latency["step"]["mean_ms"]
@@ -423,7 +424,8 @@ def cmd_eval_dialogue(args):
 
     _threads(args)
     path = run_dialogue_eval(args.report, args.checkpoint, args.codec, args.data, args.limit,
-                             args.seed, _sampling(args), not args.quiet, seeds=args.seeds)
+                             args.seed, _sampling(args), not args.quiet, seeds=args.seeds,
+                             int8=args.int8)
     print(f"report: {path}")
 
 

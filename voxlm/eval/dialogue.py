@@ -323,7 +323,9 @@ def write_report(path, results: dict, gen_stats, ref_stats) -> Path:
                                      "pooled in every generated figure; the reference counted "
                                      "once per conversation in QA)" if results["seeds"] > 1
                                      else "") +
-             f", sampling {results['sampling']}. Compute: "
+             f", sampling {results['sampling']}" + (", LM with int8 weights (as served)"
+                                                    if results.get("int8") else "") +
+             ". Compute: "
              f"{_f(results['step_ms'], '{:.1f}')} ms per 80 ms frame.", "",
              "## Turn-taking", "",
              "dGSLM definitions (`voxlm/turntaking.py`); channel 0 is the same user audio on both "
@@ -393,7 +395,8 @@ def write_report(path, results: dict, gen_stats, ref_stats) -> Path:
 
 def run_dialogue_eval(report, checkpoint=None, codec=None, data="data/dialogues",
                       limit: int = DEFAULT_LIMIT, seed: int = 0, sampling=None,
-                      progress: bool = True, judges=None, seeds: int = 1) -> Path:
+                      progress: bool = True, judges=None, seeds: int = 1,
+                      int8: bool = False) -> Path:
     """Generate a conversation for each held-out dialogue and measure it; -> report.md's path.
 
     checkpoint: dialogue model (run folder or file; None: shipped). codec: its codec instead of
@@ -401,7 +404,8 @@ def run_dialogue_eval(report, checkpoint=None, codec=None, data="data/dialogues"
     SamplingOptions (None: the defaults). judges: metrics.Judges to reuse (Whisper). seeds:
     conversations generated per dialogue, pooled in every generated figure (run k of dialogue
     i uses seed + k * dialogues + i, so seeds=1 is seed + i); one seed's sampling can move the
-    QA measures as much as a change of model does."""
+    QA measures as much as a change of model does. int8: the LM's matrix products with int8
+    weights, as `voxlm serve` runs it."""
     from tqdm import tqdm
 
     from ..audio import load_audio, save_audio
@@ -436,7 +440,8 @@ def run_dialogue_eval(report, checkpoint=None, codec=None, data="data/dialogues"
             refs.append(ref)
             ref_latencies.append(response_latencies(ref, ends))
         ref, r = refs[j % len(rows)], ref_latencies[j % len(rows)]
-        options = ChatOptions(max_seconds=len(ref) / SAMPLE_RATE + TAIL_S, sampling=sampling)
+        options = ChatOptions(max_seconds=len(ref) / SAMPLE_RATE + TAIL_S, sampling=sampling,
+                              int8=int8)
         result = chat(model, ref[:, 0].copy(), options, seed=row_seed)
         gen = result.audio  # [N, 2]: the reference user channel, the model's channel
         gens.append(gen)
@@ -466,7 +471,7 @@ def run_dialogue_eval(report, checkpoint=None, codec=None, data="data/dialogues"
     lat_ref = [v for latencies in ref_latencies for v in latencies]
     results = {
         "checkpoint": str(model.path) if model.path else "shipped", "data": str(root),
-        "dialogues": len(rows), "seed": seed, "seeds": seeds,
+        "dialogues": len(rows), "seed": seed, "seeds": seeds, "int8": int8,
         "splits": ", ".join(f"{s} {sum(r['split'] == s for r in rows)}" for s in HELD_OUT),
         "sampling": f"temperature {sampling.temperature}, top-k {sampling.top_k}, "
                     f"top-p {sampling.top_p}",
