@@ -26,17 +26,22 @@ wall clock, then sends stop and reads until the server closes.
    second of its session. Underruns: steps between a client's first and last frame taken that
    found less than a frame of its input; input dropped: seconds of a client's audio dropped
    because more than 1 s of it was queued (the server ran behind).
-2. Client latency: the model's frame t comes out of the step that takes the user's frame t, and
-   the server sends each session one audio message per step, in order, from its first step. The
-   script wraps `runtime.step` to log which of the client's frames each step of each session
-   took (none: warm-up or underrun), so audio message m answers the frame its step m took, and
-   latency = the message's arrival - the time that frame was sent. Each client sends frame t when
-   its 80 ms would have been captured by a microphone started at a random moment in the first
-   frame after the ready byte (a random phase with the server's clock: on average about half a
-   frame of waiting in the server's input queue). The latency is then: that wait, the step, and
-   loopback both ways (no jitter buffer, no capture chunk). This is pipeline latency only: the
-   model's own decision time (when a trained model chooses to answer: `voxlm eval dialogue`'s
-   response latency) is not in it. Median and p95 over all clients' frames.
+2. Client latency: each step takes (at most) one of the user's frames, and the server sends each
+   session one audio message per step, in order, from its first step. The script wraps
+   `runtime.step` to log which of the client's frames each step of each session took (none:
+   warm-up or underrun), so audio message m answers the frame its step m took, and latency = the
+   message's arrival - the time that frame was sent. Each client sends frame t when its 80 ms
+   would have been captured by a microphone started at a random moment in the first frame after
+   the ready byte (a random phase with the server's clock: on average about half a frame of
+   waiting in the server's input queue). The latency is then: that wait, the step, and loopback
+   both ways (no jitter buffer, no capture chunk). This is pipeline latency only: the model's
+   own decision time (when a trained model chooses to answer: `voxlm eval dialogue`'s response
+   latency) is not in it. Median and p95 over all clients' frames. The step that takes the
+   user's frame t gives the model's frame t + 1 - S (S = `runtime.speak_delay`: 0 for a voice
+   decoder that reads codebook 1 alone, 1 for the codec's own decoder), whose place in the
+   layout begins S frames before frame t was sent; so the model's voice plays the pipeline
+   latency + S x 80 ms later than its place ("beyond the layout"), and the response latency over
+   the websocket is that plus `voxlm eval dialogue`'s (measured in the layout).
 
 Bars (issue 5): one frame step (encode + LM + decode) at most 25% of the frame period on one CPU
 thread (`--threads 1`); at least 8 concurrent sessions in real time on this 2-core machine;
@@ -206,7 +211,9 @@ def measure(model, sessions: int, seconds: float, int8: bool, faults=None) -> di
            "stage": stage, "late_steps": late, "steps": len(recent["step"]),
            "rate_min": min(rates) if rates else 0.0, "underruns": underruns, "dropped": dropped,
            "latency_p50": float(np.median(latency)) if latency.size else float("nan"),
-           "latency_p95": float(np.percentile(latency, 95)) if latency.size else float("nan")}
+           "latency_p95": float(np.percentile(latency, 95)) if latency.size else float("nan"),
+           "speak_delay": server.runtime.speak_delay}
+    row["offset_p50"] = row["latency_p50"] + 1000 * FRAME_S * row["speak_delay"]
     row["share"] = stage["step"][0] / (FRAME_S * 1000)
     row["real_time"] = late == 0 and len(rates) == sessions and row["rate_min"] >= 0.98 / FRAME_S
     return row
@@ -216,7 +223,7 @@ def table(rows: list) -> str:
     out = ["| sessions | threads | LM | step ms mean / p95 | encode / LM / decode ms (mean) | "
            "% of frame | frames/s per client (min) | late steps | underruns / input dropped s | "
            "real time | "
-           "client latency ms p50 / p95 |", "|" + "---|" * 11]
+           "client latency ms p50 / p95 | beyond the layout ms p50 |", "|" + "---|" * 12]
     for r in rows:
         s = r["stage"]
         out.append(f"| {r['sessions']} | {r['threads']} | {r['lm']} | {s['step'][0]:.1f} / "
@@ -224,7 +231,7 @@ def table(rows: list) -> str:
                    f"{s['decode'][0]:.1f} | {100 * r['share']:.0f}% | {r['rate_min']:.2f} | "
                    f"{r['late_steps']} | {r['underruns']} / {r['dropped'] / 16000:.1f} | "
                    f"{'yes' if r['real_time'] else 'no'} | "
-                   f"{r['latency_p50']:.0f} / {r['latency_p95']:.0f} |")
+                   f"{r['latency_p50']:.0f} / {r['latency_p95']:.0f} | {r['offset_p50']:.0f} |")
     return "\n".join(out)
 
 
@@ -238,10 +245,11 @@ def bars(rows: list) -> str:
     sessions = (f"{'pass' if any(r['real_time'] for r in many) else 'FAIL'}: largest N in real "
                 f"time = {kept} (of {[r['sessions'] for r in rows]}, {rows[0]['threads']} threads)"
                 if many else f"not measured here (largest N in real time: {kept})")
-    worst = max(r["latency_p50"] for r in rows)
-    latency = (f"{'pass' if worst <= LATENCY_BAR_MS else 'FAIL'}: worst median {worst:.0f} ms "
-               "(pipeline latency: queue wait + step + loopback, without the "
-               "model's own decision time)")
+    worst = max(r["offset_p50"] for r in rows)
+    latency = (f"{'pass' if worst <= LATENCY_BAR_MS else 'FAIL'} for the runtime alone: its "
+               f"worst median {worst:.0f} ms beyond the layout (queue wait + step + loopback + "
+               f"{rows[0]['speak_delay']} x 80 ms of decoder delay); add the model's own decision "
+               "time, `voxlm eval dialogue`'s response latency")
     return "\n".join([f"- one frame step <= 25% of 80 ms on one thread: {step}",
                       f"- >= {SESSIONS_BAR} concurrent sessions in real time: {sessions}",
                       f"- median response latency <= {LATENCY_BAR_MS:.0f} ms: {latency}"])

@@ -59,6 +59,44 @@ def test_frame_timing(folder, acoustic_delay, text_delay):
         assert runtime.latency.count == 16
 
 
+@pytest.mark.parametrize("acoustic_delay", [1, 2])
+def test_a_voice_decoder_speaks_as_soon_as_codebook_1_is_sampled(folder, acoustic_delay):
+    """A decoder that reads codebook 1 alone (S = 0) gets the model's frame t + 1 from the step
+    that takes the user's frame t, whatever the acoustic delay D: the same tokens as with the
+    codec's own decoder, D frames sooner, decoded from codebook 1 of those tokens."""
+    from voxlm.codec.model import Codec
+    from voxlm.dialogue import DialogueModel
+
+    plain = tiny_model(folder, acoustic_delay=acoustic_delay)
+    voice_codec = Codec(replace(plain.codec.config, decoder_codebooks=1)).eval()
+    voice_codec.load_state_dict(plain.codec.state_dict())
+    voice = DialogueModel(plain.lm, voice_codec, plain.tokenizer, text_delay=0, listen_delay=2)
+    runs = {}
+    for name, model in (("plain", plain), ("voice", voice)):
+        torch.manual_seed(2)
+        with DuplexRuntime(model, 1) as runtime:
+            session = runtime.open()
+            session.feed(speech(1.0))
+            runs[name] = [runtime.step()[session.id] for _ in range(14)]
+    assert [o.tokens.tolist() for o in runs["plain"]] == [o.tokens.tolist() for o in runs["voice"]]
+    for out in runs["voice"]:
+        if out.user_frame is not None:
+            assert out.model_frame == out.user_frame + 1
+    for out in runs["plain"]:
+        if out.user_frame is not None and out.model_frame is not None:
+            assert out.model_frame == out.user_frame + 1 - acoustic_delay
+    # frame j's codebook 1 was sampled at column audio_at + j: the step with that column
+    codes = {o.model_frame: int(o.tokens[1]) for o in runs["voice"] if o.model_frame is not None}
+    assert all(codes[o.column - voice.audio_at] == int(o.tokens[1])
+               for o in runs["voice"] if o.column - voice.audio_at in codes)
+    with voice_codec.streaming(1):
+        expected = [voice_codec.decode(torch.tensor([[[codes[j]]]]))[0, 0].numpy()
+                    for j in sorted(codes)]
+    got = [o.audio for o in sorted((o for o in runs["voice"] if o.model_frame is not None),
+                                   key=lambda o: o.model_frame)]
+    np.testing.assert_array_equal(np.concatenate(got), np.concatenate(expected))
+
+
 def test_chat_stereo_is_sample_aligned(folder):
     """Channel 0 is the input, padded to whole frames; channel 1 holds the model's frame j at
     sample j * 1280, the frames the runtime gives one by one."""

@@ -21,10 +21,13 @@ Timing, per session (D = the largest acoustic delay, 1 by default):
 - Its first audio_at steps are warm-up (columns without audio): they take no input and give
   silence. Afterwards the step at column c takes the user's frame t = c - audio_at, fills the
   user rows of column c (codebook k from frame t - delay_k) and samples column c + 1.
-- The model's frame j is complete at column audio_at + j + D, so the step that takes the user's
-  frame t gives the model's frame t + 1 - D: with D = 1 the model's frame t comes out with the
-  user's frame t, sample-aligned as in the training dialogues. It was predicted from the user's
-  frames up to t - 1: the model hears with one frame (80 ms) of delay, plus the step's time.
+- The model's frame j can be decoded at column audio_at + j + S, where S is the largest delay
+  of the codebooks the decoder reads (S = D for a codec's own decoder; S = 0 for a voice
+  decoder that reads codebook 1 alone), so the step that takes the user's frame t gives the
+  model's frame t + 1 - S. The layout puts the model's frame j beside the user's frame j, and
+  the user's frame t is whole only when its 80 ms end: with S = 0 the model's frame t + 1 is
+  ready as its place begins, so real time adds only the step and the transport to the
+  layout's timing; with S = 1 its frames play one frame (80 ms) later than their place.
 - A session whose input runs short gets silence for that frame (an underrun); its next frame
   waits in its buffer. `max_buffered_seconds` drops the oldest input beyond it.
 
@@ -324,7 +327,11 @@ class DuplexRuntime:
         c = self.config
         self.model_delays = np.array(c.delays[1:1 + c.n_q])  # [n_q]
         self.user_delays = np.array(c.delays[1 + c.n_q:1 + 2 * c.n_q])  # [n_q]
-        self.depth = int(max(c.delays))  # D: a model frame is complete D columns after cb 1
+        self.depth = int(max(c.delays))  # a model frame is complete D columns after cb 1
+        self.decoded = min(model.codec.config.decoder_codebooks or c.n_q, c.n_q)  # K it reads
+        # S: a model frame can be decoded S columns after cb 1 (S = D, or less for a voice
+        # decoder that reads only the first K codebooks: their largest delay)
+        self.speak_delay = int(max(self.model_delays[:self.decoded]))
         self.audio_at = model.audio_at
         self.gen = LMGen(model.lm, sampling, int8)
         self.latency = LatencyStats()
@@ -393,8 +400,8 @@ class DuplexRuntime:
         for s in active:
             s.column += 1
             s.model.append(tokens[s.row])
-            if s.column - self.audio_at - self.depth >= 0:
-                speaking[s.id] = s.column - self.audio_at - self.depth
+            if s.column - self.audio_at - self.speak_delay >= 0:
+                speaking[s.id] = s.column - self.audio_at - self.speak_delay
         self._restart([s for s in active if s.id in speaking and "decoder" in s.fresh], "decoder")
         audio = self._decode([s for s in active if s.id in speaking])  # [B, hop] or None
         decoded = time.perf_counter()
@@ -449,11 +456,10 @@ class DuplexRuntime:
         """Decode the model frame each speaking session just completed -> [B, hop] or None."""
         if not speaking:
             return None
-        n_q = self.config.n_q
-        codes = np.zeros((self.max_sessions, n_q, 1), np.int64)  # other rows decode code 0
+        codes = np.zeros((self.max_sessions, self.decoded, 1), np.int64)  # other rows: code 0
         for s in speaking:
-            for k, delay in enumerate(self.model_delays):  # codebook k sits delay_k columns in
-                codes[s.row, k, 0] = s.model[-1 - (self.depth - delay)][1 + k]
+            for k, delay in enumerate(self.model_delays[:self.decoded]):  # k: delay_k columns in
+                codes[s.row, k, 0] = s.model[-1 - (self.speak_delay - delay)][1 + k]
         return self.model.codec.decode(torch.from_numpy(codes))[:, 0].numpy()  # [B, hop]
 
     def _restart(self, sessions: list, part: str, idle: bool = False):
