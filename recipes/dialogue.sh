@@ -1,4 +1,4 @@
-# bash recipes/dialogue.sh   (the shipped dialogue model: ~55 min of dialogue synthesis, ~8 min of tokenising, ~37 + ~37 + ~30 min of training and ~40 min for the voice decoder on an idle 2-core CPU, after recipes/codec.sh)
+# bash recipes/dialogue.sh   (the shipped dialogue model: ~105 min of dialogue synthesis, ~11 min of tokenising, ~37 + ~37 + ~30 + ~33 min of training and ~40 min for the voice decoder on an idle 2-core CPU, after recipes/codec.sh)
 # On GPUs: `torchrun --nproc_per_node N -m voxlm lm train ...` with a larger --batch-size and
 # --steps; more dialogues (--count) is what helps most.
 set -euo pipefail
@@ -44,6 +44,17 @@ voxlm lm tokenize --data data/qa --out data/qa_j8_tokens --codec voxlm/assets/co
 voxlm lm train --data data/qa_j8_tokens --mode duplex --init runs/ft_joint_u1/best.safetensors \
     --init-other-codec --user-codebooks 1 --listen-weight 3 --steps 300 --batch-size 8 --lr 1e-4 \
     --warmup 20 --semantic-weight 4 --valid-every 100 $BF16 --out runs/ft_j8
+# stage 4: more of the same. 4000 more QA dialogues (11.7 h; 50 min of synthesis on 2 workers,
+# 3 min of tokenising): on twice the dialogues the model learns to hear the numbers in new
+# voices instead of memorising its corpus (docs/BENCHMARKS.md "More QA dialogues"; ~35 min)
+voxlm synth dialogues --out data/qa2 --count 4000 --seed 21 --qa-share 1 --qa-weights 6,1,1,1
+voxlm lm tokenize --data data/qa2 --out data/qa2_j8_tokens --codec voxlm/assets/codec.safetensors \
+    --tokenizer data/dialogue_tokens/tokenizer.model
+voxlm lm train --data data/qa_j8_tokens --data data/qa2_j8_tokens --mode duplex \
+    --init runs/ft_j8/best.safetensors --user-codebooks 1 --listen-weight 3 --steps 1200 \
+    --batch-size 8 --lr 2e-4 --warmup 50 --semantic-weight 4 --dropout 0.1 --valid-every 200 \
+    $BF16 --out runs/ft_qa2
+#   held-out loss 2.92, 2.84, 2.79, 2.76, 2.73, 2.72 (step 1200, the best)
 # the assistant's voice decoder: it reads codebook 1 alone and speaks it in piper joe's voice,
 # the assistant's in every dialogue, so the acoustic codebooks the model generates cannot cost
 # its words (docs/BENCHMARKS.md "A voice decoder for the assistant"; ~40 min on one thread).
@@ -57,7 +68,7 @@ voxlm codec train --data data/assistant_voice --out runs/voice_dec --config base
 voxlm codec export runs/voice_dec voxlm/assets/voice.safetensors --int8 --voice
 # int4, but the audio embedding tables int8: int4 there delays its replies (0.7-0.8 s median
 # against 0.33 s; docs/BENCHMARKS.md "Dialogue model on the semantic codec's codes")
-voxlm lm export runs/ft_j8/best.safetensors voxlm/assets/dialogue.safetensors --int4 \
+voxlm lm export runs/ft_qa2/best.safetensors voxlm/assets/dialogue.safetensors --int4 \
     --keep-int8 audio_emb --curve docs/dialogue_training_curve.png
 voxlm eval dialogue --checkpoint voxlm/assets/dialogue.safetensors --data data/dialogues \
     --report reports/dialogue
