@@ -236,6 +236,7 @@ def test_int8_evaluates_the_lm_as_served(corpus, runs, tmp_path, capsys, monkeyp
     results = json.loads((report / "results.json").read_text())
     assert results["int8"] is True and len(quantized) == len(results["per_dialogue"]) == 1
     assert "int8 weights (as served)" in (report / "report.md").read_text()
+    assert results["sampling"].endswith("text temperature 0.7, top-k 25, top-p 0.0")
 
 
 def test_a_listen_head_shows_what_the_model_heard(corpus, tmp_path, capsys):
