@@ -100,3 +100,13 @@ def speech(seconds: float = 1.5, seed: int = 0) -> np.ndarray:
     t = np.arange(int(seconds * 16000)) / 16000
     gate = (np.sin(2 * np.pi * 3 * t) > -0.3).astype(np.float32)
     return (0.3 * np.sin(2 * np.pi * 170 * t) * gate + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def count_int8_quantizations(monkeypatch) -> list:
+    """Record every LM `lm.generate.quantize_int8` makes (the int8 runtime, as served): a list
+    that grows by one model per quantization."""
+    from voxlm.lm import generate
+
+    quantized, real = [], generate.quantize_int8
+    monkeypatch.setattr(generate, "quantize_int8", lambda lm: quantized.append(lm) or real(lm))
+    return quantized

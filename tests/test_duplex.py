@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from duplex_helpers import HOP, export_run, speech, tiny_model, tokenizer
+from duplex_helpers import HOP, count_int8_quantizations, export_run, speech, tiny_model, tokenizer
 from voxlm.chat import ChatOptions, chat
 from voxlm.cli import main
 from voxlm.dialogue import (DuplexRuntime, LatencyStats, SessionsFull, TextDecoder, Word,
@@ -398,11 +398,7 @@ def test_cli_chat_end_to_end(runs, tmp_path, capsys):
 
 def test_cli_chat_int8_runs_the_lm_as_served(runs, tmp_path, capsys, monkeypatch):
     """--int8: the LM's matrix products with int8 weights (voxlm serve's default), recorded."""
-    from voxlm.lm import generate
-
-    quantized = []
-    real = generate.quantize_int8
-    monkeypatch.setattr(generate, "quantize_int8", lambda lm: quantized.append(lm) or real(lm))
+    quantized = count_int8_quantizations(monkeypatch)
     source, out, transcript = tmp_path / "q.wav", tmp_path / "d.wav", tmp_path / "d.json"
     sf.write(source, speech(1.0), 16000)
     code = main(["chat", "--input", str(source), "--output", str(out), "--transcript",

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from duplex_helpers import export_run, speech
+from duplex_helpers import count_int8_quantizations, export_run, speech
 from voxlm.audio import SAMPLE_RATE, load_audio
 from voxlm.cli import main
 from voxlm.data import read_manifest, write_manifest
@@ -224,11 +224,7 @@ def test_seeds_pool_more_conversations_of_the_same_dialogues(corpus, runs, tmp_p
 
 def test_int8_evaluates_the_lm_as_served(corpus, runs, tmp_path, capsys, monkeypatch):
     """--int8: every conversation runs the LM with int8 weights, and the report says so."""
-    from voxlm.lm import generate
-
-    quantized = []
-    real = generate.quantize_int8
-    monkeypatch.setattr(generate, "quantize_int8", lambda lm: quantized.append(lm) or real(lm))
+    quantized = count_int8_quantizations(monkeypatch)
     report = tmp_path / "int8"
     assert main(["eval", "dialogue", "--report", str(report), "--checkpoint", str(runs["duplex"]),
                  "--data", str(corpus), "--limit", "1", "--int8", "--quiet"]) == 0, \

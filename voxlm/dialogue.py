@@ -328,10 +328,10 @@ class DuplexRuntime:
         self.model_delays = np.array(c.delays[1:1 + c.n_q])  # [n_q]
         self.user_delays = np.array(c.delays[1 + c.n_q:1 + 2 * c.n_q])  # [n_q]
         self.depth = int(max(c.delays))  # a model frame is complete D columns after cb 1
-        self.decoded = min(model.codec.config.decoder_codebooks or c.n_q, c.n_q)  # K it reads
+        self.decoder_codebooks = min(model.codec.config.decoder_codebooks or c.n_q, c.n_q)  # K
         # S: a model frame can be decoded S columns after cb 1 (S = D, or less for a voice
         # decoder that reads only the first K codebooks: their largest delay)
-        self.speak_delay = int(max(self.model_delays[:self.decoded]))
+        self.speak_delay = int(max(self.model_delays[:self.decoder_codebooks]))
         self.audio_at = model.audio_at
         self.gen = LMGen(model.lm, sampling, int8)
         self.latency = LatencyStats()
@@ -456,9 +456,9 @@ class DuplexRuntime:
         """Decode the model frame each speaking session just completed -> [B, hop] or None."""
         if not speaking:
             return None
-        codes = np.zeros((self.max_sessions, self.decoded, 1), np.int64)  # other rows: code 0
+        codes = np.zeros((self.max_sessions, self.decoder_codebooks, 1), np.int64)  # others: 0
         for s in speaking:
-            for k, delay in enumerate(self.model_delays[:self.decoded]):  # k: delay_k columns in
+            for k, delay in enumerate(self.model_delays[:self.decoder_codebooks]):  # delay_k in
                 codes[s.row, k, 0] = s.model[-1 - (self.speak_delay - delay)][1 + k]
         return self.model.codec.decode(torch.from_numpy(codes))[:, 0].numpy()  # [B, hop]
 
