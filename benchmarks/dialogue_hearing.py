@@ -13,7 +13,10 @@ Chance is about 1 in 13 for a number. A model with a listen head (`lm train --li
 is also scored on its transcript of the question's numbers and operator (the listen row).
 
 --train-too scores dialogues of training user voices as well: what was learned at all, beside
-what carries over to new voices. Writes OUT/results.json and OUT/report.md, prints the table.
+what carries over to new voices. --text-alone also scores every sum's result with no speech at
+all: each answer of `voxlm synth answers` ("Eight minus two is six") alone in the model's text
+stream at the dialogues' pace, audio not started (the samples of `lm train --text`): does the
+model know the sums as text? Writes OUT/results.json and OUT/report.md, prints the table.
 """
 from __future__ import annotations
 
@@ -32,9 +35,12 @@ from voxlm.eval.dialogue import _find, expected_answer  # noqa: E402
 from voxlm.eval.metrics import normalize_text  # noqa: E402
 from voxlm.lm.data import LayoutConfig, TokenShards  # noqa: E402
 from voxlm.lm.speech import load_speech_lm  # noqa: E402
-from voxlm.lm.streams import duplex, listen_row, place_words  # noqa: E402
+from voxlm.lm.streams import FRAME_RATE, duplex, listen_row, place_words, text_only  # noqa: E402
+from voxlm.synth.engines import text_words  # noqa: E402
+from voxlm.synth.text import every_answer  # noqa: E402
 
 ROLES = ("first number", "operator", "second number", "result")
+WORD_STEP_S = 0.32  # text-alone answers: the median step from one word of a reply to the next
 
 
 def answer_roles(question: str, reply_words: list) -> dict:
@@ -139,6 +145,28 @@ def score(checkpoint, shards: TokenShards, rows: dict, limit: int, splits=("test
             "table": table, "examples": examples}
 
 
+@torch.no_grad()
+def score_text_alone(checkpoint, max_operand: int = 12) -> dict:
+    """Every sum's result, the answer alone in the text stream: {"right", "words", "accuracy"}."""
+    speech = load_speech_lm(checkpoint)
+    lm, c, tokenizer = speech.lm, speech.lm.config, speech.tokenizer()
+    right = total = 0
+    for line in every_answer(max_operand):
+        words = [w for w, _, _ in text_words(line)]
+        if len(words) < 5 or words[1] not in ("plus", "minus", "times") or words[3] != "is":
+            continue  # counts, spellings, facts
+        ids = [list(tokenizer.encode(" " + w)) for w in words]
+        timed = [{"start": 1.0 + WORD_STEP_S * k, "end": 1.0 + WORD_STEP_S * k}
+                 for k in range(len(words))]
+        length = int((2.0 + WORD_STEP_S * len(words)) * FRAME_RATE)
+        frames = text_only(timed, ids, c, length)
+        logits = lm(torch.from_numpy(frames)[None]).text_logits[0].float()
+        placed = place_words(timed, ids, length, 1, FRAME_RATE)[0]
+        right += all(word_right(logits, frames[0], *placed[k]) for k in range(4, len(words)))
+        total += 1
+    return {"right": right, "words": total, "accuracy": right / total}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=Path, required=True, help="tokens of a QA dialogue corpus")
@@ -147,6 +175,8 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=200, help="QA dialogues per split group")
     parser.add_argument("--train-too", action="store_true",
                         help="also score dialogues of training user voices (split train)")
+    parser.add_argument("--text-alone", action="store_true",
+                        help="also score every sum's result as text alone (no speech)")
     parser.add_argument("--out", type=Path, default=Path("reports/dialogue_hearing"))
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -155,6 +185,10 @@ def main(argv=None) -> int:
     rows = {r["id"]: r for r in read_manifest(args.data)}
     groups = [("test", "valid")] + ([("train",)] if args.train_too else [])
     results = [score(cp, shards, rows, args.limit, g) for cp in args.checkpoint for g in groups]
+    if args.text_alone:
+        for cp in args.checkpoint:
+            results.append({"checkpoint": str(cp), "splits": [], "dialogues": 0,
+                            "table": {"text alone": {"result": score_text_alone(cp)}}})
     lines = ["# Does the dialogue model hear the sums?", "",
              f"`python benchmarks/dialogue_hearing.py --tokens {args.tokens} --data {args.data} "
              f"--limit {args.limit}`: teacher-forced, held-out user voices; a word is right when "
@@ -165,8 +199,9 @@ def main(argv=None) -> int:
         for part, roles in r["table"].items():
             cells = [f"{roles[k]['right']}/{roles[k]['words']} ({100 * roles[k]['accuracy']:.0f}%)"
                      if k in roles else "-" for k in ROLES]
-            name = "answer text" if part == "model" else "listen head (the question)"
-            voices = "trained on" if r["splits"] == ["train"] else "held out"
+            name = {"model": "answer text", "listen": "listen head (the question)"}.get(part, part)
+            voices = {(): "none: every sum as text", ("train",): "trained on"}.get(
+                tuple(r["splits"]), "held out")
             lines.append(f"| `{r['checkpoint']}` | {voices} | {name} | {r['dialogues']} | "
                          + " | ".join(cells) + " |")
     report = "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ EXAMPLES = {
     "synth corpus": "voxlm synth corpus --out data/corpus --minutes 30 --voices 16",
     "synth dialogues": "voxlm synth dialogues --out data/dialogues --count 200",
     "synth stats": "voxlm synth stats data/dialogues",
+    "synth answers": "voxlm synth answers --out data/answers.txt",
     "synth realset": "voxlm synth realset --out data/realset",
     "synth voices": "voxlm synth voices",
     "synth say": "voxlm synth say \"Hello there.\" -o hello.wav --voice flite:slt",
@@ -190,6 +191,12 @@ def _add_lm(top, add):
                         "words without the voice; 0: all; default: --init's, else all)")
     p.add_argument("--listen-delay", type=int, default=3,
                    help="duplex with --listen-weight: frames the user's text lags their audio")
+    p.add_argument("--text", type=Path, metavar="FILE",
+                   help="aligned, duplex: mix text-alone samples made of this file's lines into "
+                        "training (audio not scored there), e.g. every answer of `voxlm synth "
+                        "answers`: facts the spoken corpus holds a few times each")
+    p.add_argument("--text-share", type=float, default=0.2,
+                   help="with --text: share of training samples that are text alone")
     p.add_argument("--tts-share", type=float, default=0.5,
                    help="aligned: share of samples with text leading audio (the rest: ASR)")
     p.add_argument("--tts-delay", type=int, default=25,
@@ -477,6 +484,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", type=int, default=1, choices=(0, 1),
                    help="the dialogues' channel it speaks in (0 user, 1 assistant)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add(sub, "answers", "synth answers", commands.cmd_synth_answers,
+            "every answer of the spoken QA, one per line, as text (for `lm train --text`)")
+    p.add_argument("--out", required=True, type=Path, help="text file to write")
+    p.add_argument("--max-operand", type=int, default=12,
+                   help="largest arithmetic operand (the dialogues' default: 12)")
 
     p = add(sub, "stats", "synth stats", commands.cmd_synth_stats,
             "turn-taking statistics of a dialogue folder beside real-conversation figures")

@@ -50,6 +50,18 @@ def cmd_synth_turns(args):
     print(f"corpus: {manifest}")
 
 
+def cmd_synth_answers(args):
+    from .data import write_atomic
+    from .errors import VoxlmError
+    from .synth.text import every_answer
+
+    if not 0 <= args.max_operand <= 99:
+        raise VoxlmError(f"--max-operand {args.max_operand}", "pass 0 to 99, e.g. 12")
+    lines = every_answer(args.max_operand)
+    write_atomic(args.out, ("\n".join(lines) + "\n").encode("utf-8"))
+    print(f"wrote {args.out}: {len(lines)} answers")
+
+
 def cmd_synth_stats(args):
     from .turntaking import stats_for_folder
 
@@ -243,7 +255,8 @@ def cmd_lm_train(args):
 
     layout = LayoutConfig(mode=args.mode, seq_len=args.seq_len, tts_share=args.tts_share,
                           tts_delay=args.tts_delay, asr_delay=args.asr_delay,
-                          listen_delay=args.listen_delay)
+                          listen_delay=args.listen_delay,
+                          text_file=str(args.text or ""), text_share=args.text_share)
     config = LMTrainConfig(batch_size=args.batch_size, accum=args.accum, lr=args.lr,
                            weight_decay=args.weight_decay, grad_clip=args.grad_clip,
                            text_weight=args.text_weight, semantic_weight=args.semantic_weight,

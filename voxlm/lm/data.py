@@ -13,6 +13,10 @@ layouts refuse the data.
 Each sample builds its stream's whole layout (`streams.py`) and keeps a random window of
 `seq_len` frames when longer. A stream of L frames counts as ceil(L / seq_len) samples per
 epoch, so every frame is seen about once an epoch.
+With `text_file` (aligned, duplex; training split only), a share `text_share` of samples is text
+alone instead: lines of the file in the model's text stream, paced like speech, with the audio
+streams "not started" (`streams.text_only`), as long as the sample each replaces. A model learns
+facts there many times over that the spoken corpus holds a few times each (e.g. every sum).
 
 Batches are a pure function of (seed, step): the epoch's plan (length buckets, shuffled) comes
 from (seed, epoch) and sample i of a step draws its layout choices and crop from
@@ -33,12 +37,16 @@ import torch
 from ..errors import VoxlmError
 from .model import LMConfig
 from .streams import (InterleaveOptions, aligned, continuation, duplex, interleave,
-                      interleave_segments, listen_row, sample_modalities, text_card)
+                      interleave_segments, listen_row, sample_modalities, text_card, text_only)
 from .tokenize_corpus import FORMAT_VERSION, TOKENIZE_FIX
 
 MODES = ("continuation", "interleave", "aligned", "duplex")
 TIMED_MODES = ("interleave", "aligned", "duplex")  # need word timings (manifest "words")
 MOSHI_DELAY = 25  # frames: 2 s at 12.5 Hz, Moshi's text-audio delay for its TTS and ASR data
+# pacing of text-alone samples, from the assistant's turns of spoken-QA dialogues (10th to 90th
+# percentile): seconds from one word's start to the next, and from a line's last word to the next
+WORD_STEP_S = (0.15, 0.54)
+LINE_GAP_S = (0.93, 3.13)
 
 
 @dataclass
@@ -55,6 +63,8 @@ class LayoutConfig:
     speech_first: float = 0.5  # interleave: probability that a stream starts with speech
     buckets: int = 8  # length buckets; each batch is drawn from one
     split: str = "train"  # manifest split the samples come from
+    text_file: str = ""  # aligned, duplex: lines of text (UTF-8) some training samples are made of
+    text_share: float = 0.2  # with text_file: share of training samples that are text alone
 
 
 class TokenShards:
@@ -209,11 +219,14 @@ class LMData:
         extra = 1 + max(config.delays) + {"aligned": max(layout.tts_delay, layout.asr_delay),
                                           "duplex": abs(layout.duplex_text_delay)}.get(layout.mode, 0)
         lengths = np.array([shards.items[i]["frames"] + extra for i, _ in self.streams])  # [N]
+        self.lengths = lengths
         entries = np.repeat(np.arange(len(self.streams)), -(-lengths // self.seq_len))
         order = np.argsort(np.minimum(lengths[entries], self.seq_len), kind="stable")
         self.buckets = [b for b in np.array_split(entries[order], max(1, layout.buckets)) if len(b)]
         self.batches_per_epoch = sum(-(-len(b) // batch_size) for b in self.buckets)
         self._plan = (-1, [])
+        self.text_lines = (read_text_lines(layout.text_file, shards.tokenizer())
+                           if layout.text_file and layout.split == "train" else [])
 
     def epoch_plan(self, epoch: int) -> list:
         """The epoch's batches, each [batch_size] stream indices from one length bucket."""
@@ -259,10 +272,33 @@ class LMData:
                            layout.listen_delay, layout.duplex_text_delay, rate)
         return np.concatenate([frames, heard[None]])  # [S + 1, L]
 
+    def text_frames(self, length: int, rng: np.random.Generator) -> np.ndarray:
+        """A text-alone sample of `length` frames: random lines of text_file, one after another,
+        paced like the dialogues' speech -> frames [R, length] (`streams.text_only`)."""
+        rate, words, tokens = self.shards.frame_rate, [], []
+        at = float(rng.uniform(0, LINE_GAP_S[1]))  # seconds: where the next word starts
+        while at < length / rate:
+            for ids in self.text_lines[int(rng.integers(len(self.text_lines)))]:
+                words.append({"start": at, "end": at})
+                tokens.append(ids)
+                at += float(rng.uniform(*WORD_STEP_S))
+            at += float(rng.uniform(*LINE_GAP_S))
+        keep = [i for i, w in enumerate(words) if w["start"] < (length - 1) / rate]
+        frames = text_only([words[i] for i in keep], [tokens[i] for i in keep], self.config,
+                           length, rate)
+        if self.config.listen:  # the listen head hears no user: its row is not started
+            frames = np.concatenate([frames, np.full((1, length), self.config.text_start_id)])
+        return frames
+
     def sample(self, step: int, index: int) -> np.ndarray:
         """Sample `index` of the global batch of `step`: frames [R, <= seq_len] (R = config.n_rows)."""
         rng = np.random.default_rng([self.seed, step, index, 0x5])
-        frames = self.layout_frames(int(self.global_batch(step)[index]), rng)
+        stream = int(self.global_batch(step)[index])
+        if self.text_lines:  # own draws: the spoken samples stay those of a run without text
+            text_rng = np.random.default_rng([self.seed, step, index, 0x7])
+            if text_rng.random() < self.layout.text_share:  # as long as the one it replaces
+                return self.text_frames(int(min(self.lengths[stream], self.seq_len)), text_rng)
+        frames = self.layout_frames(stream, rng)
         if frames.shape[1] > self.seq_len:
             start = int(rng.integers(0, frames.shape[1] - self.seq_len + 1))
             frames = frames[:, start:start + self.seq_len]
@@ -281,6 +317,34 @@ class LMData:
         return [collate(samples[k:k + size], self.config) for k in range(0, per_rank, size)]
 
 
+def read_text_lines(path, tokenizer) -> list:
+    """The lines of a text file -> [[ids of each word]] per line, in the spoken form and word
+    split the corpora use (each word tokenized after a space, as mid-stream words are)."""
+    from ..synth.engines import text_words
+    from ..synth.text import text_file_lines
+
+    try:
+        lines = text_file_lines(path)
+    except VoxlmError as error:
+        raise VoxlmError(f"--text {error}") from None
+    return [[list(tokenizer.encode(" " + word)) for word, _, _ in text_words(line)]
+            for line in lines]
+
+
+def check_text_layout(layout: LayoutConfig):
+    """--text and --text-share, before any data loads."""
+    if layout.text_file and layout.mode not in ("aligned", "duplex"):
+        raise VoxlmError(f"--text mixes text into a model's text stream, and --mode {layout.mode} "
+                         "has none beside speech", "use it with --mode aligned or duplex")
+    if not 0.0 <= layout.text_share < 1.0:
+        raise VoxlmError(f"--text-share {layout.text_share}",
+                         "pass the share of samples that are text alone, from 0 up to 1, e.g. 0.2")
+    if layout.text_file and not Path(layout.text_file).is_file():
+        raise VoxlmError(f"--text {layout.text_file}: no such text file",
+                         "pass a UTF-8 file with one utterance per line (e.g. from `voxlm synth "
+                         "answers`)")
+
+
 def _check(shards: TokenShards, config: LMConfig, layout: LayoutConfig, seq_len: int,
            batch_size: int):
     if layout.mode not in MODES:
@@ -293,6 +357,7 @@ def _check(shards: TokenShards, config: LMConfig, layout: LayoutConfig, seq_len:
                          "user", "train --mode duplex, or drop --listen-weight")
     if layout.listen_delay < 0:
         raise VoxlmError(f"--listen-delay {layout.listen_delay}", "pass 0 frames or more, e.g. 3")
+    check_text_layout(layout)
     if seq_len < 2:
         raise VoxlmError(f"sequence length {seq_len} frames is too short", "use 2 or more")
     if batch_size < 1:

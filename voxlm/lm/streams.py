@@ -21,7 +21,7 @@ Every layout follows the same rules:
   end-of-padding: the frame just before each word's first token (so the model knows a word
   starts next frame, even when the previous word's tokens ran right up to it).
 
-The four layouts (DESIGN.md 5):
+The four layouts (DESIGN.md 5), and text alone:
 
     continuation(codes)                 speech only: model audio, text row not started
     interleave(segments)                SpiRit-LM: spans of words alternate between text frames
@@ -32,6 +32,8 @@ The four layouts (DESIGN.md 5):
                                         frame its audio starts, padding between words. text_delay
                                         > 0 frames: text lags audio (ASR); < 0: text leads (TTS)
     duplex(user, model, words, tokens)  aligned model text and audio plus the user's audio
+    text_only(words, tokens, length)    the model's text row alone, audio not started: text
+                                        facts mixed into aligned or duplex training
 
 Word timings are manifest words ({"w", "start", "end"} in seconds, or objects with those
 attributes), in time order; `tokenize_words` gives the token lists the layouts take, one per word.
@@ -245,6 +247,18 @@ def from_duplex(frames, config: LMConfig, text_delay: int = 0) -> AlignedStreams
     if not config.user_audio:
         raise ValueError("the duplex layout needs a user audio stream: LMConfig(user_audio=True)")
     return _from_aligned(frames, config, text_delay, user=True)
+
+
+def text_only(words, word_tokens, config: LMConfig, length: int,
+              frame_rate: float = FRAME_RATE) -> np.ndarray:
+    """Text without speech: the words in the model's text row, placed by their (given) timings
+    as in `aligned`, every audio row "not started" (input only, never a target) -> frames
+    [S, length]. Words whose tokens would run past the frames are left out."""
+    _check_tokens(word_tokens, len(words), config)
+    text, _ = place_words(words, word_tokens, length, 1, frame_rate)
+    frames = _empty(config, length)
+    _write_text(frames[0], [(eow, ids) for eow, ids in text if eow + len(ids) < length])
+    return frames
 
 
 def channel_words(row: dict, channel: int) -> list:

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from ..checkpoint import save_model
 from ..errors import VoxlmError
 from ..train import no_sync, unwrap
-from .data import LayoutConfig, LMData, config_for_shards, open_shards
+from .data import LayoutConfig, LMData, check_text_layout, config_for_shards, open_shards
 from .model import LM, LMConfig, LMOutput
 
 
@@ -93,6 +93,7 @@ class LMTrainConfig:
                  "pass the user codebooks the model reads, 1 to its codebooks (0: all)")):
             if not ok:
                 raise VoxlmError(f"{flag} {value}", fix)
+        check_text_layout(self.layout)
         if self.init and self.warm_start:
             raise VoxlmError("--init and --warm-start both set where the weights come from",
                              "pass one of them")
@@ -181,8 +182,9 @@ class LMTask:
             lm = self._warm_lm() if c.warm_start else LM(self.model_config)
         self.data = LMData(self.shards, self.model_config, c.layout, c.batch_size,
                            seed=train_config.seed)
-        self.valid_data = (LMData(self.shards, self.model_config, replace(c.layout, split="valid"),
-                                  batch_size=1) if c.valid_every else None)
+        valid = replace(c.layout, split="valid", text_file="")  # the spoken corpus only
+        self.valid_data = (LMData(self.shards, self.model_config, valid, batch_size=1)
+                           if c.valid_every else None)
         if c.batch_size % (dist_info.world * c.accum):
             raise VoxlmError(f"batch size {c.batch_size} does not split over {dist_info.world} "
                              f"processes x {c.accum} microbatches",

@@ -154,6 +154,23 @@ def qa_pair(rng: random.Random, max_operand: int = 20, weights: tuple = (4, 1, 1
     return rng.choice(FACTS)
 
 
+def every_answer(max_operand: int = 20) -> list:
+    """Every answer `qa_pair` can give, once: each sum of operands 0..max_operand (plus, minus
+    without negative results, times), each count, each spelling and each fact."""
+    out = []
+    for op in sorted(_OPS):
+        for a in range(max_operand + 1):
+            for b in range(max_operand + 1):
+                if op != "minus" or b <= a:
+                    phrase = f"{number_words(a)} {op} {number_words(b)}"
+                    out.append(f"{phrase.capitalize()} is {number_words(_OPS[op](a, b))}.")
+    for start in range(16):
+        for stop in range(start + 3, start + 7):
+            out.append(", ".join(number_words(k) for k in range(start, stop + 1)).capitalize() + ".")
+    out += [f"{w.capitalize()} is spelled " + ", ".join(c.upper() for c in w) + "." for w in SPELL_WORDS]
+    return out + [answer for _, answer in FACTS]
+
+
 def text_file_lines(path) -> list:
     """Non-empty lines of a user text file, normalised to spoken form."""
     from ..errors import VoxlmError
