@@ -15,8 +15,9 @@ Each sample builds its stream's whole layout (`streams.py`) and keeps a random w
 epoch, so every frame is seen about once an epoch.
 With `text_file` (aligned, duplex; training split only), a share `text_share` of samples is text
 alone instead: lines of the file in the model's text stream, paced like speech, with the audio
-streams "not started" (`streams.text_only`), as long as the sample each replaces. A model learns
-facts there many times over that the spoken corpus holds a few times each (e.g. every sum).
+streams "not started" (`streams.text_only`), as long as the sample each replaces: a model sees
+facts there many times over that the spoken corpus holds a few times each (e.g. every sum; what
+it learns so carries little into conversation: docs/BENCHMARKS.md, "Every sum as text").
 
 Batches are a pure function of (seed, step): the epoch's plan (length buckets, shuffled) comes
 from (seed, epoch) and sample i of a step draws its layout choices and crop from
