@@ -219,8 +219,8 @@ class LMData:
                 self.streams = timed
         extra = 1 + max(config.delays) + {"aligned": max(layout.tts_delay, layout.asr_delay),
                                           "duplex": abs(layout.duplex_text_delay)}.get(layout.mode, 0)
-        lengths = np.array([shards.items[i]["frames"] + extra for i, _ in self.streams])  # [N]
-        self.lengths = lengths
+        lengths = self.lengths = np.array([shards.items[i]["frames"] + extra
+                                           for i, _ in self.streams])  # [N]
         entries = np.repeat(np.arange(len(self.streams)), -(-lengths // self.seq_len))
         order = np.argsort(np.minimum(lengths[entries], self.seq_len), kind="stable")
         self.buckets = [b for b in np.array_split(entries[order], max(1, layout.buckets)) if len(b)]

@@ -119,6 +119,7 @@ FACTS = [
     ("How many wheels does a bicycle have?", "A bicycle has two wheels."),
 ]
 SPELL_WORDS = "cat dog house green water apple river music table window".split()
+COUNT_FROM, COUNT_STEPS = range(16), range(3, 7)  # counting questions: first number, numbers after
 _OPS = {"plus": lambda a, b: a + b, "minus": lambda a, b: a - b, "times": lambda a, b: a * b}
 
 
@@ -130,7 +131,20 @@ def arithmetic_pair(rng: random.Random, max_operand: int = 20):
         a, b = b, a
     phrase = f"{number_words(a)} {op} {number_words(b)}"
     question = rng.choice([f"What is {phrase}?", f"How much is {phrase}?", f"Can you tell me {phrase}?"])
-    return question, f"{phrase.capitalize()} is {number_words(_OPS[op](a, b))}."
+    return question, _sum_answer(a, op, b)
+
+
+def _sum_answer(a: int, op: str, b: int) -> str:
+    phrase = f"{number_words(a)} {op} {number_words(b)}".capitalize()
+    return f"{phrase} is {number_words(_OPS[op](a, b))}."
+
+
+def _count_answer(start: int, stop: int) -> str:
+    return ", ".join(number_words(k) for k in range(start, stop + 1)).capitalize() + "."
+
+
+def _spelling_answer(word: str) -> str:
+    return f"{word.capitalize()} is spelled " + ", ".join(c.upper() for c in word) + "."
 
 
 QA_KINDS = ("arithmetic", "counting", "spelling", "fact")
@@ -143,32 +157,24 @@ def qa_pair(rng: random.Random, max_operand: int = 20, weights: tuple = (4, 1, 1
     if kind == "arithmetic":
         return arithmetic_pair(rng, max_operand)
     if kind == "counting":
-        start = rng.randint(0, 15)
-        stop = start + rng.randint(3, 6)
+        start = rng.randint(0, COUNT_FROM[-1])
+        stop = start + rng.randint(COUNT_STEPS[0], COUNT_STEPS[-1])
         return (f"Can you count from {number_words(start)} to {number_words(stop)}?",
-                ", ".join(number_words(k) for k in range(start, stop + 1)).capitalize() + ".")
+                _count_answer(start, stop))
     if kind == "spelling":
         word = rng.choice(SPELL_WORDS)
-        return (f"How do you spell {word}?",
-                f"{word.capitalize()} is spelled " + ", ".join(c.upper() for c in word) + ".")
+        return f"How do you spell {word}?", _spelling_answer(word)
     return rng.choice(FACTS)
 
 
 def every_answer(max_operand: int = 20) -> list:
     """Every answer `qa_pair` can give, once: each sum of operands 0..max_operand (plus, minus
     without negative results, times), each count, each spelling and each fact."""
-    out = []
-    for op in sorted(_OPS):
-        for a in range(max_operand + 1):
-            for b in range(max_operand + 1):
-                if op != "minus" or b <= a:
-                    phrase = f"{number_words(a)} {op} {number_words(b)}"
-                    out.append(f"{phrase.capitalize()} is {number_words(_OPS[op](a, b))}.")
-    for start in range(16):
-        for stop in range(start + 3, start + 7):
-            out.append(", ".join(number_words(k) for k in range(start, stop + 1)).capitalize() + ".")
-    out += [f"{w.capitalize()} is spelled " + ", ".join(c.upper() for c in w) + "." for w in SPELL_WORDS]
-    return out + [answer for _, answer in FACTS]
+    numbers = range(max_operand + 1)
+    sums = [_sum_answer(a, op, b) for op in sorted(_OPS) for a in numbers for b in numbers
+            if op != "minus" or b <= a]
+    counts = [_count_answer(start, start + steps) for start in COUNT_FROM for steps in COUNT_STEPS]
+    return sums + counts + [_spelling_answer(w) for w in SPELL_WORDS] + [a for _, a in FACTS]
 
 
 def text_file_lines(path) -> list:
