@@ -14,7 +14,7 @@ is also scored on its transcript of the question's numbers and operator (the lis
 
 --train-too scores dialogues of training user voices as well: what was learned at all, beside
 what carries over to new voices. --text-alone also scores every sum's result with no speech at
-all: each answer of `voxlm synth answers` ("Eight minus two is six") alone in the model's text
+all: each sum `voxlm synth answers` writes ("Eight minus two is six") alone in the model's text
 stream at the dialogues' pace, audio not started (the samples of `lm train --text`): does the
 model know the sums as text? Writes OUT/results.json and OUT/report.md, prints the table.
 """
@@ -33,11 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from voxlm.data import read_manifest, write_atomic, write_json  # noqa: E402
 from voxlm.eval.dialogue import _find, expected_answer  # noqa: E402
 from voxlm.eval.metrics import normalize_text  # noqa: E402
-from voxlm.lm.data import LayoutConfig, TokenShards  # noqa: E402
+from voxlm.lm.data import LayoutConfig, TokenShards, line_word_ids  # noqa: E402
 from voxlm.lm.speech import load_speech_lm  # noqa: E402
 from voxlm.lm.streams import FRAME_RATE, duplex, listen_row, place_words, text_only  # noqa: E402
-from voxlm.synth.engines import text_words  # noqa: E402
-from voxlm.synth.text import every_answer  # noqa: E402
+from voxlm.synth.text import every_sum  # noqa: E402
 
 ROLES = ("first number", "operator", "second number", "result")
 WORD_STEP_S = 0.32  # text-alone answers: the median step from one word of a reply to the next
@@ -151,18 +150,15 @@ def score_text_alone(checkpoint, max_operand: int = 12) -> dict:
     speech = load_speech_lm(checkpoint)
     lm, c, tokenizer = speech.lm, speech.lm.config, speech.tokenizer()
     right = total = 0
-    for line in every_answer(max_operand):
-        words = [w for w, _, _ in text_words(line)]
-        if len(words) < 5 or words[1] not in ("plus", "minus", "times") or words[3] != "is":
-            continue  # counts, spellings, facts
-        ids = [list(tokenizer.encode(" " + w)) for w in words]
+    for line in every_sum(max_operand):
+        ids = line_word_ids(line, tokenizer)  # "A op B is" then the result's words
         timed = [{"start": 1.0 + WORD_STEP_S * k, "end": 1.0 + WORD_STEP_S * k}
-                 for k in range(len(words))]
-        length = int((2.0 + WORD_STEP_S * len(words)) * FRAME_RATE)
+                 for k in range(len(ids))]
+        length = int((2.0 + WORD_STEP_S * len(ids)) * FRAME_RATE)
         frames = text_only(timed, ids, c, length)
         logits = lm(torch.from_numpy(frames)[None]).text_logits[0].float()
         placed = place_words(timed, ids, length, 1, FRAME_RATE)[0]
-        right += all(word_right(logits, frames[0], *placed[k]) for k in range(4, len(words)))
+        right += all(word_right(logits, frames[0], *placed[k]) for k in range(4, len(ids)))
         total += 1
     return {"right": right, "words": total, "accuracy": right / total}
 

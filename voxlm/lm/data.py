@@ -320,16 +320,22 @@ class LMData:
 
 def read_text_lines(path, tokenizer) -> list:
     """The lines of a text file -> [[ids of each word]] per line, in the spoken form and word
-    split the corpora use (each word tokenized after a space, as mid-stream words are)."""
-    from ..synth.engines import text_words
+    split the corpora use (`line_word_ids`)."""
     from ..synth.text import text_file_lines
 
     try:
         lines = text_file_lines(path)
     except VoxlmError as error:
         raise VoxlmError(f"--text {error}") from None
-    return [[list(tokenizer.encode(" " + word)) for word, _, _ in text_words(line)]
-            for line in lines]
+    return [line_word_ids(line, tokenizer) for line in lines]
+
+
+def line_word_ids(line: str, tokenizer) -> list:
+    """One line of spoken-form text -> [ids of each word], words split as the corpora's are and
+    each tokenized after a space, as mid-stream words are."""
+    from ..synth.engines import text_words
+
+    return [list(tokenizer.encode(" " + word)) for word, _, _ in text_words(line)]
 
 
 def check_text_layout(layout: LayoutConfig):

@@ -170,11 +170,17 @@ def qa_pair(rng: random.Random, max_operand: int = 20, weights: tuple = (4, 1, 1
 def every_answer(max_operand: int = 20) -> list:
     """Every answer `qa_pair` can give, once: each sum of operands 0..max_operand (plus, minus
     without negative results, times), each count, each spelling and each fact."""
-    numbers = range(max_operand + 1)
-    sums = [_sum_answer(a, op, b) for op in sorted(_OPS) for a in numbers for b in numbers
-            if op != "minus" or b <= a]
     counts = [_count_answer(start, start + steps) for start in COUNT_FROM for steps in COUNT_STEPS]
-    return sums + counts + [_spelling_answer(w) for w in SPELL_WORDS] + [a for _, a in FACTS]
+    return (every_sum(max_operand) + counts + [_spelling_answer(w) for w in SPELL_WORDS]
+            + [a for _, a in FACTS])
+
+
+def every_sum(max_operand: int = 20) -> list:
+    """Every arithmetic answer, once: "Seven plus five is twelve.", operands 0..max_operand
+    (plus, minus without negative results, times)."""
+    numbers = range(max_operand + 1)
+    return [_sum_answer(a, op, b) for op in sorted(_OPS) for a in numbers for b in numbers
+            if op != "minus" or b <= a]
 
 
 def text_file_lines(path) -> list:
