@@ -564,8 +564,10 @@ def main(argv=None) -> int:
     args.debug = debug
     from .errors import VoxlmError
 
+    finished = False
     try:
         args.func(args)
+        finished = True
     except VoxlmError as exc:
         if args.debug:
             raise
@@ -591,15 +593,19 @@ def main(argv=None) -> int:
               "for the traceback)", file=sys.stderr)
         return 1
     finally:
-        leave_process_group()
+        leave_process_group(wait=finished)
     return 0
 
 
-def leave_process_group():
+def leave_process_group(wait: bool = False):
     """Under torchrun: leave the process group before exit, so no rank's gloo threads are
-    still running when the interpreter tears down (a rank then aborts at exit)."""
+    still running when the interpreter tears down (a rank then aborts at exit). wait: the
+    command finished on this rank; meet the others first, so none tears the group down while
+    another still uses it (a rank that failed never comes: torchrun stops the rest)."""
     dist = sys.modules.get("torch.distributed")  # only when a command imported it
     if dist is not None and dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 
