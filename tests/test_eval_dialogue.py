@@ -19,6 +19,7 @@ from voxlm.eval.dialogue import (HEARD_S, OVERLAP_S, TAIL_S, WINDOW_S, answer_co
                                  answered_user_turns, expected_answer, inner_text_in,
                                  latency_summary, qa_items, response_latencies, restates)
 from voxlm.eval.metrics import normalize_text
+from voxlm.lm.generate import SamplingOptions
 from voxlm.synth.dialogue import DialogueConfig, synthesize_dialogues
 from voxlm.synth.text import FACTS, qa_pair
 from voxlm.turntaking import dialogue_stats
@@ -232,7 +233,8 @@ def test_int8_evaluates_the_lm_as_served(corpus, runs, tmp_path, capsys, monkeyp
     results = json.loads((report / "results.json").read_text())
     assert results["int8"] is True and len(quantized) == len(results["per_dialogue"]) == 1
     assert "int8 weights (as served)" in (report / "report.md").read_text()
-    assert results["sampling"].endswith("text temperature 0.7, top-k 25, top-p 0.0")
+    assert results["sampling"].endswith("text temperature 0.7, top-k 25, top-p 0.0; pad "
+                                        f"temperature {SamplingOptions.pad_temperature}")
 
 
 def test_a_listen_head_shows_what_the_model_heard(corpus, tmp_path, capsys):

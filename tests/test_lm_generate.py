@@ -356,6 +356,8 @@ LM_CLI_ERRORS = {  # id: (arguments, words in the one-line error)
                             ["--top-p 2.0", "probability in 0..1"]),
     "tts-text-temperature-negative": (("tts", "hi", "-o", "{out}/x.wav", "--text-temperature", "-1",
                                        *RUN), ["--text-temperature -1.0", "pass 0 (greedy) or more"]),
+    "tts-pad-temperature-negative": (("tts", "hi", "-o", "{out}/x.wav", "--pad-temperature", "-1",
+                                      *RUN), ["--pad-temperature -1.0", "pass 0 (off"]),
     "tts-top-k-negative": (("tts", "hi", "-o", "{out}/x.wav", "--top-k", "-3", *RUN),
                            ["--top-k -3", "0 (all) or more"]),
     "asr-not-audio": (("asr", "{out}/text.wav", *RUN), ["not a readable audio file", "pass one of"]),

@@ -4,9 +4,10 @@ from dataclasses import replace
 import pytest
 import torch
 
+from voxlm.cli import PAD_TEMPERATURE
 from voxlm.lm.delays import delay_codes, undelay_codes
-from voxlm.lm.generate import GREEDY, LMGen, SamplingOptions, sample_token
-from voxlm.lm.model import LM, LMConfig, lm_config, lm_loss, load_lm, save_lm
+from voxlm.lm.generate import GREEDY, LMGen, SamplingOptions, sample_text_token, sample_token
+from voxlm.lm.model import LM, TEXT_PAD_ID, LMConfig, lm_config, lm_loss, load_lm, save_lm
 from voxlm.modules.transformer import Transformer, apply_rope, rope, rope_table
 
 
@@ -132,6 +133,39 @@ def test_forcing_and_sampling():
     top3 = logits.topk(3).indices
     draws = torch.stack([sample_token(logits, 2.0, top_k=3) for _ in range(20)], 1)  # [4, 20]
     assert (draws[:, :, None] == top3[:, None]).any(-1).all()
+
+
+def test_pad_temperature_draws_the_pad_at_its_own_odds():
+    """The pad-or-not choice keeps the model's odds at pad temperature 1 where a cool text
+    temperature sharpens it towards the likelier pad; the id after "not pad" is never the pad."""
+    p_pad = torch.tensor([0.9, 0.6])
+    logits = torch.full((2, 30), -30.0)
+    logits[:, TEXT_PAD_ID] = p_pad.log()
+    logits[:, 5], logits[:, 9] = (0.7 * (1 - p_pad)).log(), (0.3 * (1 - p_pad)).log()
+    draws = 20000
+    batch = logits.repeat(draws, 1)  # [2 * draws, 30]
+    torch.manual_seed(0)
+    calibrated = sample_text_token(batch, 0.7, 25, 0.0, pad_temperature=1.0).view(draws, 2)
+    cool = sample_text_token(batch, 0.7, 25, 0.0).view(draws, 2)  # one draw at 0.7
+    sharpened = (logits / 0.7).softmax(-1)[:, TEXT_PAD_ID]  # [2]: 0.96, 0.73
+    for row, p in enumerate(p_pad.tolist()):
+        share = (calibrated[:, row] == TEXT_PAD_ID).float().mean().item()
+        assert abs(share - p) < 0.015, (row, share, p)
+        assert abs((cool[:, row] == TEXT_PAD_ID).float().mean().item() - sharpened[row]) < 0.015
+    words = calibrated[calibrated != TEXT_PAD_ID]
+    assert set(words.tolist()) == {5, 9}
+    # after "not pad" the id is drawn at the text temperature: 0.7 sharpens 70/30 towards id 5
+    w = (0.7 / 0.3) ** (1 / 0.7)
+    assert abs((words == 5).float().mean().item() - w / (1 + w)) < 0.02
+    # at pad temperature 0.5 the odds are squared: 0.6 -> 0.69
+    squared = sample_text_token(batch, 0.7, 25, 0.0, pad_temperature=0.5).view(draws, 2)
+    assert abs((squared[:, 1] == TEXT_PAD_ID).float().mean().item() - 0.36 / 0.52) < 0.015
+    with pytest.raises(Exception, match="pad-temperature"):
+        SamplingOptions(pad_temperature=-1)
+    # greedy text stays greedy; the CLI's default (read without torch) is the dataclass's
+    scores = torch.randn(8, 30)
+    assert torch.equal(sample_text_token(scores, 0.0, pad_temperature=1.0), scores.argmax(-1))
+    assert PAD_TEMPERATURE == SamplingOptions.pad_temperature
 
 
 def test_int8_generation_is_close():

@@ -51,6 +51,7 @@ EXAMPLES = {
 
 
 LM_MODES = ("continuation", "interleave", "aligned", "duplex")  # lm.data.MODES, without torch
+PAD_TEMPERATURE = 1.0  # lm.generate.SamplingOptions.pad_temperature, without torch
 IMPORT_FORMATS = ("librispeech", "librilight", "fisher")  # importers.FORMATS
 
 
@@ -267,6 +268,10 @@ def sampling_flags(p):
     p.add_argument("--text-temperature", type=float, default=0.7,
                    help="text-token sampling temperature (0: greedy)")
     p.add_argument("--text-top-k", type=int, default=25, help="sample text among the k likeliest ids")
+    p.add_argument("--pad-temperature", type=float, default=PAD_TEMPERATURE,
+                   help="temperature of the text token's first choice, pad (silent, waiting) or "
+                        "not, before the id itself at --text-temperature (0: one draw at "
+                        "--text-temperature)")
 
 
 def _add_speech(top, add):

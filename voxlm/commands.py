@@ -304,7 +304,8 @@ def _sampling(args):
     from .lm.generate import SamplingOptions
 
     return SamplingOptions(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                           text_temperature=args.text_temperature, text_top_k=args.text_top_k)
+                           text_temperature=args.text_temperature, text_top_k=args.text_top_k,
+                           pad_temperature=args.pad_temperature)
 
 
 def _check_output(path: Path):

@@ -475,7 +475,8 @@ def run_dialogue_eval(report, checkpoint=None, codec=None, data="data/dialogues"
         "splits": ", ".join(f"{s} {sum(r['split'] == s for r in rows)}" for s in HELD_OUT),
         "sampling": f"audio temperature {sampling.temperature}, top-k {sampling.top_k}, "
                     f"top-p {sampling.top_p}; text temperature {sampling.text_temperature}, "
-                    f"top-k {sampling.text_top_k}, top-p {sampling.text_top_p}",
+                    f"top-k {sampling.text_top_k}, top-p {sampling.text_top_p}; pad temperature "
+                    f"{sampling.pad_temperature}",
         "reference_seconds": sum(len(r) for r in refs) / SAMPLE_RATE,
         "generated_seconds": sum(len(g) for g in gens) / SAMPLE_RATE,
         "step_ms": float(np.mean(steps)),

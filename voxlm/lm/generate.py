@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..modules.transformer import Attention
-from .model import LM
+from .model import LM, TEXT_PAD_ID
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,13 @@ class SamplingOptions:
     text_temperature: float = 0.7  # the same three for the text token
     text_top_k: int = 25
     text_top_p: float = 0.0
+    # a sampled text token's first choice, "pad" (TEXT_PAD_ID: no text at this frame, so
+    # silent or waiting) or "not pad", is drawn at this temperature, then the id at
+    # text_temperature. A cool text temperature alone sharpens that choice towards the likelier
+    # pad as well, so a reply that is due waits frames longer; at 1 the model's own odds decide
+    # when it speaks while its words stay cool. 0: one draw at text_temperature. Greedy text
+    # (text_temperature 0) stays greedy
+    pad_temperature: float = 1.0
 
     def __post_init__(self):
         from ..errors import VoxlmError
@@ -52,6 +59,9 @@ class SamplingOptions:
                 raise VoxlmError(f"{flag}top-k {k}", "pass a whole number: 0 (all) or more")
             if not 0.0 <= p <= 1.0:
                 raise VoxlmError(f"{flag}top-p {p}", "pass a probability in 0..1 (0: off)")
+        if not 0.0 <= self.pad_temperature <= 100.0:
+            raise VoxlmError(f"--pad-temperature {self.pad_temperature}",
+                             "pass 0 (off: the text temperature decides) or more, e.g. 1")
 
 
 GREEDY = SamplingOptions(temperature=0.0, text_temperature=0.0)
@@ -83,6 +93,23 @@ def sample_token(logits: torch.Tensor, temperature: float, top_k: int = 0,
     return choice[:, 0] if ids is None else ids.gather(-1, choice)[:, 0]
 
 
+def sample_text_token(logits: torch.Tensor, temperature: float, top_k: int = 0,
+                      top_p: float = 0.0, pad_temperature: float = 0.0) -> torch.Tensor:
+    """Text logits [B, V] -> ids [B]: with pad_temperature > 0, first pad or not at that
+    temperature (odds p_pad / (1 - p_pad) raised to 1 / pad_temperature), then, when not, an id
+    other than the pad by `sample_token`; else (or with greedy text, temperature 0)
+    `sample_token` alone."""
+    if pad_temperature <= 0 or temperature <= 0:
+        return sample_token(logits, temperature, top_k, top_p)
+    logp = logits.float().log_softmax(-1)  # [B, V]
+    pad = logp[:, TEXT_PAD_ID]  # [B]
+    rest = torch.log(-torch.expm1(pad)).clamp(min=-1e4)  # log(1 - p_pad), [B]
+    waits = torch.rand_like(pad) < torch.sigmoid((pad - rest) / pad_temperature)  # [B]
+    other = logits.clone()
+    other[:, TEXT_PAD_ID] = float("-inf")
+    return torch.where(waits, TEXT_PAD_ID, sample_token(other, temperature, top_k, top_p))
+
+
 class LMGen:
     """Samples the model's next frame, one call per frame, inside `with gen.streaming(batch)`.
 
@@ -112,6 +139,7 @@ class LMGen:
                      for w in [lm.text_head.weight, *lm.audio_heads.unbind(0)]]
         settings = [(o.text_temperature, o.text_top_k, o.text_top_p)] + \
                    [(o.temperature, o.top_k, o.top_p)] * c.n_q
+        self._pad_temperature = o.pad_temperature
         attention = [m for m in lm.depth.modules() if isinstance(m, Attention)]
         self._plan = (list(zip(embeddings, heads, settings)), attention)
 
@@ -176,6 +204,8 @@ class LMGen:
             elif k == 0 and text_choices is not None:  # sample among the allowed ids only
                 choices = torch.as_tensor(text_choices, device=out.device)  # [C]
                 token = choices[sample_token(out[:, choices], temperature, top_k, top_p)]
+            elif k == 0:
+                token = sample_text_token(out, temperature, top_k, top_p, self._pad_temperature)
             else:
                 token = sample_token(out, temperature, top_k, top_p)
             if forced[k] is not None and not given[k]:
