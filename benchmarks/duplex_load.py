@@ -32,8 +32,10 @@ wall clock, then sends stop and reads until the server closes.
    warm-up or underrun), so audio message m answers the frame its step m took, and latency = the
    message's arrival - the time that frame was sent. Each client sends frame t when its 80 ms
    would have been captured by a microphone started at a random moment in the first frame after
-   the ready byte (a random phase with the server's clock: on average about half a frame of
-   waiting in the server's input queue). The latency is then: that wait, the step, and loopback
+   the ready byte (a random phase with the server's clock, which moves within a few steps to
+   the moment the frames arrive; with several clients at random phases it can meet only the
+   latest, and the others wait in the server's input queue). The latency is then: that wait
+   (if any), the step, and loopback
    both ways (no jitter buffer, no capture chunk). This is pipeline latency only: the model's
    own decision time (when a trained model chooses to answer: `voxlm eval dialogue`'s response
    latency) is not in it. Median and p95 over all clients' frames. The step that takes the

@@ -357,3 +357,82 @@ def test_port_in_use_and_bad_config(folder):
         DialogueServer(tiny_model(folder), ServerConfig(max_session_seconds=0))
     with pytest.raises(VoxlmError, match="an idle limit of -1 s; pass a positive number"):
         DialogueServer(tiny_model(folder), ServerConfig(idle_seconds=-1))
+
+
+def log_steps(server) -> list:
+    """Wrap the runtime's step to log when each began (perf_counter s)."""
+    times, step = [], server.runtime.step
+
+    def logged():
+        times.append(time.perf_counter())
+        return step()
+
+    server.runtime.step = logged
+    return times
+
+
+async def send_frames(ws, frames: np.ndarray, at: list) -> list:
+    """Send frames [N, HOP] at perf_counter times `at` [N] -> the times each left."""
+    sent = []
+    for frame, t in zip(frames, at):
+        await asyncio.sleep(max(t - time.perf_counter(), 0.0))
+        await ws.send_bytes(pcm(frame))
+        sent.append(time.perf_counter())
+    return sent
+
+
+def waits(steps: list, sent: list, frames: range) -> list:
+    """For each frame index in `frames`: from its sending to the first step after it (s)."""
+    return [min(t for t in steps if t > sent[k]) - sent[k] for k in frames]
+
+
+def test_the_clock_steps_as_a_clients_frames_arrive(folder):
+    """A client's frames are taken within a few ms of arriving, not half a frame later on
+    average: the clock moves to them, and again when they come 40 ms later than before."""
+    with running(folder) as (server, url):
+        steps = log_steps(server)
+
+        async def talk():
+            async with aiohttp.ClientSession() as http, http.ws_connect(url + "api/chat") as ws:
+                assert (await ws.receive(timeout=5)).data == b"\x00"
+                frames = speech(3.8)[:47 * HOP].reshape(47, HOP)
+                t0 = time.perf_counter() + 0.03
+                at = [t0 + 0.08 * k + (0.04 if k >= 22 else 0.0) for k in range(47)]
+                sent = await send_frames(ws, frames, at)
+                await asyncio.sleep(0.2)
+                return sent
+
+        sent = run(talk())
+    first, second = waits(steps, sent, range(12, 22)), waits(steps, sent, range(36, 47))
+    assert np.median(first) < 0.006 and np.median(second) < 0.006, (first, second)
+    spread = [t for t in steps if sent[0] <= t <= sent[-1]]  # real time, not faster
+    assert abs(len(spread) - len(sent)) <= 2
+    assert server.finished[-1]["underruns"] <= 3  # the clock's first steps, and the shift
+
+
+def test_the_clock_keeps_time_for_a_silent_session_and_frames_sent_in_pairs(folder):
+    """A session that sends nothing does not slow the clock, nor does one that sends two
+    frames at a time make it run short of input."""
+    with running(folder, max_sessions=2) as (server, url):
+        steps = log_steps(server)
+
+        async def talk():
+            async with aiohttp.ClientSession() as http, \
+                    http.ws_connect(url + "api/chat") as silent, \
+                    http.ws_connect(url + "api/chat") as ws:
+                for w in (silent, ws):
+                    assert (await w.receive(timeout=5)).data == b"\x00"
+                pairs = speech(2.7)[:16 * 2 * HOP].reshape(16, 2 * HOP)
+                t0 = time.perf_counter() + 0.03
+                sent = await send_frames(ws, pairs, [t0 + 0.16 * k for k in range(16)])
+                await asyncio.sleep(0.2)
+                await ws.send_str(json.dumps({"type": "stop"}))
+                await collect(ws, 1.0)
+                return sent
+
+        sent = run(talk())
+    during = [t for t in steps if sent[0] <= t <= sent[-1]]
+    period = np.diff(during)
+    assert abs(len(during) - 2 * (len(sent) - 1)) <= 2 and abs(period.mean() - 0.08) < 0.004
+    talker = [f for f in server.finished if f["input_samples"] > 0][-1]
+    assert talker["underruns"] <= 2, talker  # before its first pair; none once it streams

@@ -11,7 +11,14 @@ text from the server, JSON text messages for errors and control.
 
 One clock steps every session together: every 80 ms (one codec frame) one `DuplexRuntime.step`
 runs on a worker thread, so the event loop goes on reading input, and each session gets one
-frame of the model's voice, silence included. A step that runs late is caught up at once; one
+frame of the model's voice, silence included. The clock follows its clients' frames: a step
+falls due the moment, from EARLY_S before its time to LATE_S after it, that every session has a
+whole frame queued, and the clock moves to that moment; frames that came in earlier pull it
+EARLY_S earlier, so in a few steps it finds the moment they arrive. A client's frames then wait
+for the step about a millisecond instead of half a frame on average, and the clock follows a
+client's sound card as it drifts. A session without its frame (silence, a slow link) delays the
+step by LATE_S only and the clock keeps its time; so does a frame left over from the last step
+(a client that sends several frames at once). A step that runs late is caught up at once; one
 more than two frames late restarts the clock from now (counted in /health as late steps).
 aiohttp is imported inside the functions that need it (the `serve` extra).
 """
@@ -38,6 +45,8 @@ from .lm.generate import SamplingOptions
 KIND_READY, KIND_AUDIO, KIND_TEXT = 0x00, 0x01, 0x02  # first byte of a binary message
 WEB_DIR = Path(__file__).resolve().parent / "web"
 WEB_FILES = {"app.js": "text/javascript", "worklets.js": "text/javascript", "style.css": "text/css"}
+EARLY_S = 0.010  # s: how much earlier a step may fall due when every frame is in already
+LATE_S = 0.005  # s: how long past its time a step may wait for the last session's frame
 MAX_QUEUED = 250  # messages (about 10 s of frames) a client may fall behind before it is dropped
 INSTALL_FIX = "install the serve extra: pip install -e '.[serve]'"
 
@@ -106,6 +115,7 @@ class DialogueServer:
         self.url = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="voxlm-step")
         self._wake = None  # asyncio.Event: a session opened
+        self._frame_in = None  # asyncio.Event: a session's queued input reached a whole frame
         self._runner = self._clock_task = None
 
     # ------------------------------------------------------------ life cycle
@@ -122,7 +132,7 @@ class DialogueServer:
     async def start(self) -> str:
         """Listen; -> the page's URL. VoxlmError when the address cannot be had."""
         web = _aiohttp().web
-        self._wake = asyncio.Event()
+        self._wake, self._frame_in = asyncio.Event(), asyncio.Event()
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
@@ -163,6 +173,8 @@ class DialogueServer:
                 self._wake.clear()
                 await self._wake.wait()
                 deadline = loop.time()
+            hop = self.runtime.hop  # frames queued beyond the one this step takes: a backlog
+            backlog = any(s.buffered() >= 2 * hop for s in self.runtime.sessions())
             try:
                 results = await loop.run_in_executor(self._executor, self.runtime.step)
             except Exception as error:  # a bug: the sessions end with it, the server goes on
@@ -175,11 +187,36 @@ class DialogueServer:
                 if client is not None:
                     self._deliver(client, result)
             deadline += FRAME_SECONDS
-            wait = deadline - loop.time()
-            if wait < -2 * FRAME_SECONDS:  # too late to catch up: start the clock again
+            if deadline - loop.time() < -2 * FRAME_SECONDS:  # too late to catch up: start again
                 self.late_steps += 1
                 deadline = loop.time()
-            await asyncio.sleep(max(wait, 0.0))
+            deadline = await self._due(loop, deadline, backlog)
+
+    def _frames_in(self) -> bool:
+        """Every session has a whole frame of input queued."""
+        sessions = self.runtime.sessions()
+        return bool(sessions) and all(s.buffered() >= self.runtime.hop for s in sessions)
+
+    async def _due(self, loop, deadline: float, backlog: bool) -> float:
+        """Sleep until the next step, due at `deadline` -> the clock's time for it. With a
+        frame left over from the last step (`backlog`): the deadline. Else the moment, from
+        EARLY_S before the deadline to LATE_S after it, that every session has its frame in;
+        else (no frame by then) the deadline itself."""
+        await asyncio.sleep(max(deadline - EARLY_S - loop.time(), 0.0))
+        if backlog:
+            await asyncio.sleep(max(deadline - loop.time(), 0.0))
+            return deadline
+        while True:
+            self._frame_in.clear()
+            if self._frames_in():
+                return loop.time()
+            left = deadline + LATE_S - loop.time()
+            if left <= 0:
+                return deadline
+            try:
+                await asyncio.wait_for(self._frame_in.wait(), left)
+            except asyncio.TimeoutError:
+                return deadline
 
     def _deliver(self, client: _Client, result):
         if client.ended is not None:
@@ -299,6 +336,8 @@ class DialogueServer:
         if samples.size:
             client.peak = max(client.peak, float(np.abs(samples).max()))
             client.session.feed(samples)
+            if client.session.buffered() >= self.runtime.hop:
+                self._frame_in.set()
 
     def _control(self, client: _Client, text: str):
         try:
