@@ -111,11 +111,15 @@ def speech(seconds: float, clients: int) -> list:
     return [audio[i * 37_000:i * 37_000 + need] for i in range(clients)]
 
 
-async def client(url: str, samples: np.ndarray, seconds: float, phase: float) -> dict:
-    """One real-time session -> {"session": id, "sent": [s], "received": [s]}."""
+async def client(url: str, samples: np.ndarray, seconds: float, phase: float,
+                 keep_audio: bool = False) -> dict:
+    """One real-time session -> {"session": id, "start": when the microphone started, "sent":
+    [s], "received": [s], "info": the last JSON message} (perf_counter times), and with
+    `keep_audio` "audio": float32 [M * HOP], the model's voice in its M messages."""
     import aiohttp
 
     sent, received, info = [], [], {}  # send times of frames; arrival times of audio messages
+    chunks = []
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(url + "api/chat", timeout=10) as ws:
             assert (await ws.receive(timeout=10)).data == b"\x00", "no ready byte"
@@ -125,6 +129,8 @@ async def client(url: str, samples: np.ndarray, seconds: float, phase: float) ->
                 async for message in ws:
                     if message.type == aiohttp.WSMsgType.BINARY and message.data[:1] == b"\x01":
                         received.append(time.perf_counter())
+                        if keep_audio:
+                            chunks.append(np.frombuffer(message.data[1:], "<i2"))
                     elif message.type == aiohttp.WSMsgType.TEXT:
                         info.update(json.loads(message.data))
                         if info["type"] in ("error", "end"):
@@ -133,7 +139,7 @@ async def client(url: str, samples: np.ndarray, seconds: float, phase: float) ->
                         break
 
             reader = asyncio.create_task(read())
-            for t in range(int(seconds / FRAME_S)):  # frame t, once its 80 ms were "captured"
+            for t in range(round(seconds / FRAME_S)):  # frame t, once its 80 ms were "captured"
                 await asyncio.sleep(max(start + (t + 1) * FRAME_S - time.perf_counter(), 0.0))
                 chunk = samples[t * HOP:(t + 1) * HOP]
                 pcm = (np.clip(chunk, -1, 1) * 32767).astype("<i2").tobytes()
@@ -145,7 +151,12 @@ async def client(url: str, samples: np.ndarray, seconds: float, phase: float) ->
                 await asyncio.wait_for(reader, timeout=10)
             except asyncio.TimeoutError:
                 reader.cancel()
-    return {"session": info.get("session"), "sent": sent, "received": received}
+    out = {"session": info.get("session"), "start": start, "sent": sent, "received": received,
+           "info": info}
+    if keep_audio:
+        out["audio"] = (np.concatenate(chunks).astype(np.float32) / 32767 if chunks
+                        else np.zeros(0, np.float32))
+    return out
 
 
 def record_frames(runtime) -> dict:

@@ -41,52 +41,23 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from duplex_load import FRAME_S, HOP, LATENCY_BAR_MS, build_model  # noqa: E402
+from duplex_load import FRAME_S, HOP, LATENCY_BAR_MS, build_model, client  # noqa: E402
 
 RATE = 16000
 TAIL_S = 3.0  # s of silence streamed after the user channel, for the last answer
 
 
 async def talk(url: str, user: np.ndarray, phase: float) -> dict:
-    """One dialogue in one session -> {"start": mic start (perf_counter s), "arrivals": [s per
-    audio message], "audio": float32 [M * HOP] of the model's voice}."""
-    import aiohttp
-
-    arrivals, chunks, info = [], [], {}
-    samples = np.concatenate([user, np.zeros(int(TAIL_S * RATE), np.float32)])
-    async with aiohttp.ClientSession() as http:
-        async with http.ws_connect(url + "api/chat", timeout=10) as ws:
-            assert (await ws.receive(timeout=10)).data == b"\x00", "no ready byte"
-            start = time.perf_counter() + phase
-
-            async def read():
-                async for message in ws:
-                    if message.type == aiohttp.WSMsgType.BINARY and message.data[:1] == b"\x01":
-                        arrivals.append(time.perf_counter())
-                        chunks.append(np.frombuffer(message.data[1:], "<i2"))
-                    elif message.type == aiohttp.WSMsgType.TEXT:
-                        info.update(json.loads(message.data))
-                        if info["type"] in ("error", "end"):
-                            break
-                    elif message.type != aiohttp.WSMsgType.BINARY:
-                        break
-
-            reader = asyncio.create_task(read())
-            for t in range(len(samples) // HOP):
-                await asyncio.sleep(max(start + (t + 1) * FRAME_S - time.perf_counter(), 0.0))
-                chunk = samples[t * HOP:(t + 1) * HOP]
-                pcm = (np.clip(chunk, -1, 1) * 32767).astype("<i2").tobytes()
-                await ws.send_bytes(b"\x01" + pcm)
-            await asyncio.sleep(3 * FRAME_S)
-            await ws.send_str('{"type": "stop"}')
-            try:
-                await asyncio.wait_for(reader, timeout=10)
-            except asyncio.TimeoutError:
-                reader.cancel()
-    if info.get("type") == "error":
-        raise RuntimeError(f"the server answered an error: {info}")
-    audio = np.concatenate(chunks).astype(np.float32) / 32767 if chunks else np.zeros(0, np.float32)
-    return {"start": start, "arrivals": arrivals, "audio": audio}
+    """One dialogue in one session: the user channel, then TAIL_S of silence -> duplex_load's
+    `client` result: "start" (the microphone's, perf_counter s), "received" (the arrival of
+    each audio message) and "audio" (float32 [M * HOP], the model's voice)."""
+    frames = -(-user.size // HOP) + round(TAIL_S / FRAME_S)
+    samples = np.zeros(frames * HOP, np.float32)
+    samples[:user.size] = user
+    session = await client(url, samples, frames * FRAME_S, phase, keep_audio=True)
+    if session["info"].get("type") == "error":
+        raise RuntimeError(f"the server answered an error: {session['info']}")
+    return session
 
 
 def heard_onsets(session: dict) -> list:
@@ -94,7 +65,7 @@ def heard_onsets(session: dict) -> list:
     from voxlm.synth.align import mask_runs
     from voxlm.turntaking import FRAME_S as GRID_S, voice_activity
 
-    audio, arrivals = session["audio"], session["arrivals"]
+    audio, arrivals = session["audio"], session["received"]
     if not audio.size:
         return []
     hop = audio.size // len(arrivals)  # samples per message (one frame each)
