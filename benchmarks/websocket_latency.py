@@ -77,20 +77,11 @@ def heard_onsets(session: dict) -> list:
     return out
 
 
-def first_onset(onsets: list, end: float) -> float | None:
-    from voxlm.eval.dialogue import OVERLAP_S, WINDOW_S
-
-    hits = [t for t in onsets if end - OVERLAP_S - 1e-9 <= t <= end + WINDOW_S + 1e-9]
-    return hits[0] - end if hits else None
-
-
 def fixed_clock(server):
     """Make `server` step on its own clock alone, every 80 ms whenever its clients' frames
     arrive (the server before 2026-12-08): the peer of the clock that follows them."""
-    import asyncio as aio
-
     async def due(loop, deadline, backlog):
-        await aio.sleep(max(deadline - loop.time(), 0.0))
+        await asyncio.sleep(max(deadline - loop.time(), 0.0))
         return deadline
 
     server._due = due
@@ -103,7 +94,7 @@ def run(model, rows, root: Path, clients: int, sampling, int8: bool, seed: int,
     from tqdm import tqdm
 
     from voxlm.audio import load_audio
-    from voxlm.eval.dialogue import answered_user_turns, response_latencies
+    from voxlm.eval.dialogue import answered_user_turns, onset_latencies, response_latencies
     from voxlm.server import BackgroundServer, DialogueServer, ServerConfig
 
     server = DialogueServer(model, ServerConfig(port=0, max_sessions=clients, seed=seed,
@@ -121,9 +112,9 @@ def run(model, rows, root: Path, clients: int, sampling, int8: bool, seed: int,
                 stereo = load_audio(root / row["audio"], mono=False)  # [T, 2]
                 ends = [t["end"] for t in answered_user_turns(row)]
                 session = await talk(url, stereo[:, 0].astype(np.float32).copy(), phases[i])
-                onsets = heard_onsets(session)
+                heard_ends = [session["start"] + e for e in ends]  # the user's ends, wall clock
                 results[i] = {"id": row["id"], "ends": ends,
-                              "latency": [first_onset(onsets, session["start"] + e) for e in ends],
+                              "latency": onset_latencies(heard_onsets(session), heard_ends),
                               "reference": response_latencies(stereo, ends)}
                 bar.update()
 

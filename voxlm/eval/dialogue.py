@@ -173,10 +173,18 @@ def response_latencies(stereo: np.ndarray, ends: list, window_s: float = WINDOW_
     from ..turntaking import voice_activity
 
     onsets = [s * FRAME_S for s, _ in mask_runs(voice_activity(np.asarray(stereo)[:, 1]))]
+    return [None if v is None else round(v, 3)
+            for v in onset_latencies(onsets, ends, window_s, overlap_s)]
+
+
+def onset_latencies(onsets: list, ends: list, window_s: float = WINDOW_S,
+                    overlap_s: float = OVERLAP_S) -> list:
+    """For each time in `ends` (s): the first of the sorted `onsets` (s, same clock) in
+    [end - overlap_s, end + window_s], as onset - end; None when there is none."""
     out = []
     for end in ends:
         hits = [t for t in onsets if end - overlap_s - 1e-9 <= t <= end + window_s + 1e-9]
-        out.append(round(hits[0] - end, 3) if hits else None)
+        out.append(hits[0] - end if hits else None)
     return out
 
 
