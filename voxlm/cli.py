@@ -27,7 +27,7 @@ EXAMPLES = {
     "codec train": "voxlm codec train --data data/corpus --out runs/codec --config base --steps 20000",
     "codec encode": "voxlm codec encode speech.wav codes.npy --bitrate 1.0",
     "codec decode": "voxlm codec decode codes.npy speech.wav",
-    "codec roundtrip": "voxlm codec roundtrip speech.wav out.wav --streaming --bitrate 1.5",
+    "codec roundtrip": "voxlm codec roundtrip speech.wav out.wav --streaming --bitrate 1.5 --pitch",
     "codec teacher": "voxlm codec teacher --data data/corpus",
     "codec export": "voxlm codec export runs/codec voxlm/assets/codec.safetensors --int8",
     "lm tokenize": "voxlm lm tokenize --data data/corpus --out data/tokens --workers 2",
@@ -77,6 +77,9 @@ def _add_eval_and_units(top, add):
     p.add_argument("--compare", type=Path, action="append", default=[],
                    help="another codec file or run folder scored on the same files (repeatable)")
     p.add_argument("--bitrates", type=float, nargs="+", default=[0.5, 1.0, 1.5], help="kbps")
+    p.add_argument("--pitch-bitrates", type=float, nargs="*", default=[1.5],
+                   help="kbps budgets at which the codec is also scored with the input's pitch "
+                        "sent beside its codes (`codec roundtrip --pitch`; none: leave it out)")
     p.add_argument("--limit", type=int, default=30, help="files per set")
     p.add_argument("--probe-data", type=Path, help="corpus with word timings for the codebook probe")
     p.add_argument("--no-baselines", action="store_true", help="only our codec")
@@ -417,8 +420,9 @@ def _add_codec(top, add):
                         "model speaks through voxlm/assets/voice.safetensors)")
     p.add_argument("--curve", type=Path, help="also plot the run's training curve to this PNG")
 
-    for name, func, help in (("encode", commands.cmd_codec_encode, "audio file to codes (.npy int16 [K, T])"),
-                             ("decode", commands.cmd_codec_decode, "codes (.npy) to a wav file"),
+    for name, func, help in (("encode", commands.cmd_codec_encode, "audio file to codes (.npy int16 [K, T]; "
+                              "with --pitch .npz)"),
+                             ("decode", commands.cmd_codec_decode, "codes (.npy or .npz) to a wav file"),
                              ("roundtrip", commands.cmd_codec_roundtrip, "encode and decode an audio file")):
         p = add(sub, name, f"codec {name}", func, help)
         p.add_argument("input", type=Path)
@@ -426,6 +430,10 @@ def _add_codec(top, add):
         p.add_argument("--checkpoint", type=Path, help="model file or run folder (default: shipped)")
         if name != "decode":
             p.add_argument("--bitrate", type=float, help="kbps (default: the codec's highest)")
+            p.add_argument("--pitch", action="store_true",
+                           help="send the input's pitch beside the codes (0.35 kbps of the "
+                                "bitrate; one frame, 80 ms, more latency): the harmonic "
+                                "decoder's F0 is then the input's")
         if name == "roundtrip":
             p.add_argument("--streaming", action="store_true", help="run frame by frame, as live")
 

@@ -221,8 +221,9 @@ def cmd_codec_export(args):
 def cmd_codec_encode(args):
     from .codec.files import encode_file
 
-    shape = encode_file(args.input, args.output, args.checkpoint, args.bitrate)
-    print(f"wrote {args.output}: {shape[0]} codebooks x {shape[1]} frames")
+    shape = encode_file(args.input, args.output, args.checkpoint, args.bitrate, args.pitch)
+    print(f"wrote {args.output}: {shape[0]} codebooks x {shape[1]} frames"
+          + (", with the input's pitch" if args.pitch else ""))
 
 
 def cmd_codec_decode(args):
@@ -234,8 +235,10 @@ def cmd_codec_decode(args):
 def cmd_codec_roundtrip(args):
     from .codec.files import roundtrip_file
 
-    kbps = roundtrip_file(args.input, args.output, args.checkpoint, args.bitrate, args.streaming)
-    print(f"wrote {args.output} at {kbps:g} kbps" + (" (frame by frame)" if args.streaming else ""))
+    kbps = roundtrip_file(args.input, args.output, args.checkpoint, args.bitrate, args.streaming,
+                          args.pitch)
+    print(f"wrote {args.output} at {kbps:g} kbps" + (" with the input's pitch" if args.pitch else "")
+          + (" (frame by frame)" if args.streaming else ""))
 
 
 def cmd_lm_tokenize(args):
@@ -420,7 +423,7 @@ def cmd_eval_codec(args):
 
     path = run_codec_eval(args.data, args.report, args.checkpoint, tuple(args.bitrates),
                           args.limit, args.probe_data, not args.no_baselines, not args.quiet,
-                          compare=args.compare)
+                          compare=args.compare, pitch_bitrates=tuple(args.pitch_bitrates))
     print(f"report: {path}")
 
 

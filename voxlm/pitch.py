@@ -29,14 +29,35 @@ def pitch_track(audio, rate: int = SAMPLE_RATE, hop: int = F0_HOP):
     Returns (f0 [T] in Hz with 0 where unvoiced, voiced [T] bool), T = len(audio) // hop.
     """
     audio = np.asarray(audio, dtype=np.float64).ravel()
-    lag_min = int(rate / F0_MAX)
-    lag_max = int(np.ceil(rate / F0_MIN))
     n = len(audio) // hop
     if n == 0:
         return np.zeros(0, np.float32), np.zeros(0, bool)
-    size = F0_WINDOW + lag_max + 1
-    padded = np.pad(audio, (F0_WINDOW // 2, size))
-    frames = np.lib.stride_tricks.sliding_window_view(padded, size)[::hop][:n]  # [T, size]
+    padded = np.pad(audio, (F0_WINDOW // 2, yin_span(rate)))
+    f0, best, energy = yin_frames(
+        np.lib.stride_tricks.sliding_window_view(padded, yin_span(rate))[::hop][:n], rate)
+    voiced = (best < YIN_VOICED) & (energy > energy.max() - VOICED_FLOOR_DB) & (energy > -70)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], voiced.astype(np.int8), [0]])))
+    for on, off in zip(edges[::2], edges[1::2]):
+        if off - on < MIN_VOICED_RUN:  # runs under 30 ms: onsets, clicks, octave slips
+            voiced[on:off] = False
+        else:  # median over 5 frames inside the run removes one- and two-frame octave slips
+            run = np.pad(f0[on:off], F0_MEDIAN // 2, mode="edge")
+            f0[on:off] = np.median(np.lib.stride_tricks.sliding_window_view(run, F0_MEDIAN), axis=1)
+    return np.where(voiced, f0, 0.0).astype(np.float32), voiced
+
+
+def yin_span(rate: int = SAMPLE_RATE) -> int:
+    """Samples one tracker frame reads: the 32 ms window and the longest lag after it."""
+    return F0_WINDOW + int(np.ceil(rate / F0_MIN)) + 1
+
+
+def yin_frames(frames: np.ndarray, rate: int = SAMPLE_RATE):
+    """frames [T, yin_span] (each starting half a window before its frame's time) -> (F0 [T]
+    Hz, the normalised difference's dip [T] (low = periodic), energy [T] dB of the window)."""
+    frames = np.asarray(frames, dtype=np.float64)
+    n, size = frames.shape
+    lag_min = int(rate / F0_MAX)
+    lag_max = int(np.ceil(rate / F0_MIN))
     head = frames[:, :F0_WINDOW]  # [T, W]
     nfft = 1 << int(np.ceil(np.log2(size + F0_WINDOW)))
     corr = np.fft.irfft(np.fft.rfft(frames, nfft) * np.conj(np.fft.rfft(head, nfft)),
@@ -63,17 +84,8 @@ def pitch_track(audio, rate: int = SAMPLE_RATE, hop: int = F0_HOP):
     safe = np.where(np.abs(curve) > 1e-12, curve, np.inf)  # flat: no parabolic shift
     offset = 0.5 * (left - right) / safe
     f0 = rate / (tau + np.clip(offset, -1, 1))
-
     energy = 10 * np.log10(np.mean(head ** 2, axis=1) + 1e-12)
-    voiced = (best < YIN_VOICED) & (energy > energy.max() - VOICED_FLOOR_DB) & (energy > -70)
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], voiced.astype(np.int8), [0]])))
-    for on, off in zip(edges[::2], edges[1::2]):
-        if off - on < MIN_VOICED_RUN:  # runs under 30 ms: onsets, clicks, octave slips
-            voiced[on:off] = False
-        else:  # median over 5 frames inside the run removes one- and two-frame octave slips
-            run = np.pad(f0[on:off], F0_MEDIAN // 2, mode="edge")
-            f0[on:off] = np.median(np.lib.stride_tricks.sliding_window_view(run, F0_MEDIAN), axis=1)
-    return np.where(voiced, f0, 0.0).astype(np.float32), voiced
+    return f0, best, energy
 
 
 def pitch_cache_path(corpus, item_id: str):

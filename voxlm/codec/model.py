@@ -218,15 +218,16 @@ class Decoder(StreamingModule):
         magnitude = torch.exp(log_magnitude.clamp(max=6.0))
         return self.istft(torch.polar(magnitude, phase)), None
 
-    def step(self, latents: torch.Tensor) -> torch.Tensor:
-        """Streaming, channels-last: latents [B, T, D] -> audio [B, 1, T * hop]."""
+    def step(self, latents: torch.Tensor, f0: torch.Tensor | None = None) -> torch.Tensor:
+        """Streaming, channels-last: latents [B, T, D] -> audio [B, 1, T * hop]; `f0`
+        [B, T100] Hz (0 unvoiced) replaces the F0 and voicing read from the codes."""
         x = F.linear(latents, self.inp.weight[:, :, 0], self.inp.bias)  # [B, T, C]
         if self.transformer is not None:
             x = x + self.transformer(x)
         for layer in self.convs:
             x = layer.step(x)
         if hasattr(self, "vocoder"):
-            return self.vocoder(x)[0][:, None]
+            return self.vocoder(x, f0)[0][:, None]
         x = F.linear(x, self.head.weight[:, :, 0], self.head.bias).float()  # [B, T100, 2F]
         log_magnitude, phase = x.chunk(2, dim=-1)
         magnitude = torch.exp(log_magnitude.clamp(max=6.0))
@@ -322,14 +323,27 @@ class Codec(StreamingModule):
         return self.quantizer.encode(self.encoder(audio), n_q)
 
     @torch.inference_mode()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [B, K, T] (K <= n_q) -> audio [B, 1, T * hop]."""
+    def decode(self, codes: torch.Tensor, pitch: torch.Tensor | None = None) -> torch.Tensor:
+        """codes [B, K, T] (K <= n_q) -> audio [B, 1, T * hop]. `pitch` [B, 4, T]: the input's
+        pitch codes (`pitch_side.py`), which the harmonic decoder uses instead of the F0 and
+        voicing it reads from the codes."""
         if self.config.decoder_codebooks:  # a voice decoder: the codebooks it was trained on
             codes = codes[:, :self.config.decoder_codebooks]
+        f0 = None
+        if pitch is not None:
+            from .pitch_side import pitch_f0
+
+            if self.config.vocoder != "harmonic":
+                raise ValueError("pitch codes need a codec with the harmonic decoder")
+            f0 = pitch_f0(pitch, self.config.hop // STFT_HOP).to(self.decoder.inp.weight.device)
         if self.is_streaming:
             with _plain_cpu_kernels:
-                return self.decoder.step(self.quantizer.decode_step(codes))
-        return self.decoder(self.quantizer.decode(codes))[0]
+                return self.decoder.step(self.quantizer.decode_step(codes), f0)
+        return self.decoder(self.quantizer.decode(codes), f0)[0]
+
+    @property
+    def has_pitch_input(self) -> bool:  # whether decode() can take the input's pitch
+        return self.config.vocoder == "harmonic"
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

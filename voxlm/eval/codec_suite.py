@@ -19,8 +19,10 @@ DEFAULT_KBPS = (0.5, 1.0, 1.5)
 
 
 def codec_systems(codec, bitrates=DEFAULT_KBPS, streaming: bool = False,
-                  label: str = "voxlm") -> dict:
-    from ..codec.files import roundtrip_audio
+                  label: str = "voxlm", pitch_bitrates=()) -> dict:
+    """{name: (kbps, fn)}; `pitch_bitrates`: budgets at which the codec sends the input's
+    pitch beside its codes too (rows `LABEL+pitch Xk`; a decoder without pitch input skips them)."""
+    from ..codec.files import n_q_for, roundtrip_audio, total_kbps
 
     systems = {}
     for kbps in bitrates:
@@ -28,6 +30,11 @@ def codec_systems(codec, bitrates=DEFAULT_KBPS, streaming: bool = False,
         actual = codec.config.kbps(n_q)
         systems[f"{label} {actual:g}k"] = (actual, lambda audio, n_q=n_q: roundtrip_audio(
             codec, audio, n_q, streaming))
+    for kbps in pitch_bitrates if codec.has_pitch_input else ():
+        n_q = n_q_for(codec, kbps, pitch=True)
+        actual = total_kbps(codec, n_q, pitch=True)
+        systems[f"{label}+pitch {actual:g}k"] = (actual, lambda audio, n_q=n_q: roundtrip_audio(
+            codec, audio, n_q, streaming, pitch=True))
     return systems
 
 
@@ -66,9 +73,9 @@ def compare_label(path) -> str:
 
 def run_codec_eval(data_dirs, report, checkpoint=None, bitrates=DEFAULT_KBPS, limit: int = 30,
                    probe_data=None, baselines: bool = True, progress: bool = True,
-                   compare=()) -> Path:
+                   compare=(), pitch_bitrates=()) -> Path:
     """`compare`: more codec files or run folders, each scored on the same files in the same
-    run, in rows labelled by `compare_label`."""
+    run, in rows labelled by `compare_label`. `pitch_bitrates`: see `codec_systems`."""
     from ..codec.model import load_codec
     from .baselines import baseline_codecs
     from .codec import evaluate_codecs
@@ -76,7 +83,7 @@ def run_codec_eval(data_dirs, report, checkpoint=None, bitrates=DEFAULT_KBPS, li
 
     codec = load_codec(checkpoint)
     report = Path(report)
-    systems = codec_systems(codec, bitrates)
+    systems = codec_systems(codec, bitrates, pitch_bitrates=pitch_bitrates)
     for path in compare:
         label = compare_label(path)
         if any(name.startswith(label + " ") for name in systems):
