@@ -115,7 +115,24 @@ def child_voxlm(args) -> dict:
     times = _time_stream(codec, frames, codec.encode, codec.decode)
     codebooks = getattr(codec.config, "codebooks", None) or getattr(codec.config, "n_q", None)
     return _summary("voxlm", codec, times, hop, SAMPLE_RATE,
-                    {"codebooks": codebooks, "config": config})
+                    {"codebooks": codebooks, "config": config, **_time_pitch(codec, frames)})
+
+
+def _time_pitch(codec, frames) -> dict:
+    """The pitch side channel's tracker (`codec roundtrip --pitch`), per frame, on the same
+    frames: what sending the input's pitch adds to the encoder's time."""
+    import numpy as np
+
+    if not codec.has_pitch_input:
+        return {}
+    from voxlm.codec.pitch_side import PitchEncoder
+
+    tracker, times = PitchEncoder(codec.config.hop), []
+    for frame in frames:
+        start = time.perf_counter()
+        tracker.step(frame[0, 0].numpy())
+        times.append(time.perf_counter() - start)
+    return {"pitch_ms_mean": 1000 * float(np.mean(times[WARMUP_FRAMES:]))}
 
 
 def run_child(peer: str, args, config: str) -> dict:
@@ -166,6 +183,10 @@ def main(argv=None):
             print(f"timing {label} ({args.seconds:g} s of audio, 1 thread)...", file=sys.stderr)
             results.append(run_child(peer, args, config))
     print(table(results))
+    for r in results:
+        if "pitch_ms_mean" in r:
+            print(f"\nvoxlm ({r['config']}): its pitch side channel's tracker (--pitch) adds "
+                  f"{r['pitch_ms_mean']:.2f} ms per frame")
     mimi = next((r for r in results if r["peer"] == "mimi" and "skipped" not in r), None)
     for r in results:
         if r["peer"] == "voxlm" and "skipped" not in r and mimi is not None:

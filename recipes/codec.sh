@@ -38,6 +38,7 @@ voxlm codec train --data data/corpus --out runs/codec_sem256_joint --config base
 voxlm codec export runs/codec_sem256_joint voxlm/assets/codec.safetensors --int8 \
     --curve docs/codec_training_curve.png
 voxlm eval codec --data data/heldout --data data/realset --report reports/codec \
-    --checkpoint voxlm/assets/codec.safetensors --probe-data data/corpus
+    --checkpoint voxlm/assets/codec.safetensors --probe-data data/corpus --pitch-bitrates 1.35 1.5
+#   (--pitch-bitrates: also with the input's pitch sent beside the codes, `codec roundtrip --pitch`)
 python benchmarks/codec_pitch.py --data data/heldout --data data/realset \
     --checkpoint voxlm/assets/codec.safetensors
