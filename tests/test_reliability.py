@@ -143,6 +143,9 @@ def world(tmp_path_factory, small_corpus):
     np.save(d / "range.npy", np.full((4, 5), 999, np.int16))
     np.save(d / "float.npy", np.zeros((4, 5), np.float32))
     np.save(d / "object.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.savez(d / "nopitch.npz", codes=np.zeros((4, 5), np.int16))
+    np.savez(d / "shortpitch.npz", codes=np.zeros((4, 5), np.int16), pitch=np.zeros((4, 3), np.int16))
+    np.savez(d / "floatpitch.npz", codes=np.zeros((4, 5), np.int16), pitch=np.zeros((4, 5)))
 
     # training states: one real step, then damaged copies
     _train(w, d / "run")
@@ -346,6 +349,21 @@ def _library_cases():
                                  ["not a .npy code file", "voxlm codec encode"]),
         "codes-not-npy": (lambda w: decode_file(w["d"] / "ok.wav", w["d"] / "o.wav",
                                                 w["d"] / "tiny.safetensors"), ["not a .npy code file"]),
+        "codes-npz-without-pitch": (lambda w: decode_file(w["d"] / "nopitch.npz", w["d"] / "o.wav",
+                                                          w["d"] / "tiny.safetensors"),
+                                    ["without `codes` and `pitch` arrays", "--pitch"]),
+        "codes-pitch-frames": (lambda w: decode_file(w["d"] / "shortpitch.npz", w["d"] / "o.wav",
+                                                     w["d"] / "tiny.safetensors"),
+                               ["is not 4 codes of 0..127 per frame (5 frames)", "--pitch"]),
+        "codes-pitch-float": (lambda w: decode_file(w["d"] / "floatpitch.npz", w["d"] / "o.wav",
+                                                    w["d"] / "tiny.safetensors"),
+                              ["not integers [4, T]", "--pitch"]),
+        "codes-pitch-into-npy": (lambda w: encode_file(w["d"] / "ok.wav", w["d"] / "x.npy",
+                                                       w["d"] / "tiny.safetensors", pitch=True),
+                                 ["codes with pitch are written as .npz", "OUT.npz"]),
+        "flag-bitrate-too-low-with-pitch": (lambda w: encode_file(
+            w["d"] / "ok.wav", w["d"] / "x.npz", w["d"] / "tiny.safetensors", 0.3, pitch=True),
+            ["below this codec's lowest with pitch, 0.425 kbps", "choose one of"]),
         "flag-bitrate-too-low": (lambda w: encode_file(w["d"] / "ok.wav", w["d"] / "x.npy",
                                                        w["d"] / "tiny.safetensors", 0.01),
                                  ["below this codec's lowest, 0.075 kbps", "choose one of"]),
