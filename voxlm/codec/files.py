@@ -71,15 +71,16 @@ def _roundtrip_with_pitch(codec: Codec, audio: np.ndarray, n_q: int | None,
         pitch = torch.from_numpy(pitch_codes(padded, hop))[None]
         return codec.decode(codes, pitch)[0, 0].numpy()[: len(audio)]
     tracker, waiting, out = PitchEncoder(hop), [], []
+
+    def decode_ready(pitch):  # [S, m]: the pitch of the m oldest frames waiting
+        for t in range(pitch.shape[1]):
+            out.append(codec.decode(waiting.pop(0), torch.from_numpy(pitch[None, :, t: t + 1])))
+
     with codec.streaming(1):
         for frame in torch.split(torch.from_numpy(padded)[None, None], hop, dim=-1):
             waiting.append(codec.encode(frame, n_q))  # [1, K, 1]
-            pitch = tracker.step(frame[0, 0].numpy())  # [S, m]: the frames before this one
-            for t in range(pitch.shape[1]):
-                out.append(codec.decode(waiting.pop(0), torch.from_numpy(pitch[None, :, t: t + 1])))
-        pitch = tracker.flush()
-        for t in range(pitch.shape[1]):
-            out.append(codec.decode(waiting.pop(0), torch.from_numpy(pitch[None, :, t: t + 1])))
+            decode_ready(tracker.step(frame[0, 0].numpy()))  # the frames before this one
+        decode_ready(tracker.flush())
     return torch.cat(out, dim=-1)[0, 0].numpy()[: len(audio)]
 
 
@@ -115,7 +116,6 @@ def encode_file(source, target, checkpoint=None, kbps: float | None = None,
     codes = encode_audio(codec, audio, n_q)
     buffer = io.BytesIO()
     if pitch:
-        audio = pad_to_frames(audio.astype(np.float32), codec.config.hop)
         np.savez(buffer, codes=codes.astype(np.int16), pitch=pitch_codes(audio, codec.config.hop))
     else:
         np.save(buffer, codes.astype(np.int16))

@@ -333,7 +333,7 @@ class Codec(StreamingModule):
         if pitch is not None:
             from .pitch_side import pitch_f0
 
-            if self.config.vocoder != "harmonic":
+            if not self.has_pitch_input:
                 raise ValueError("pitch codes need a codec with the harmonic decoder")
             f0 = pitch_f0(pitch, self.config.hop // STFT_HOP).to(self.decoder.inp.weight.device)
         if self.is_streaming:
