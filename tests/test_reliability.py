@@ -304,6 +304,9 @@ def _library_cases():
     def codec(name):
         return lambda w: load_codec(w["d"] / name)
 
+    def decode(name):
+        return lambda w: decode_file(w["d"] / name, w["d"] / "o.wav", w["d"] / "tiny.safetensors")
+
     def resume(name):
         return lambda w: _train(w, w["d"] / f"run_{name}", steps=2)
 
@@ -338,25 +341,18 @@ def _library_cases():
         "checkpoint-bad-config-json": (codec("badconfig.safetensors"), ["unreadable config"]),
         "checkpoint-folder-without-model": (codec("emptyrun"), ["model file not found",
                                                                 "model.safetensors"]),
-        "codes-out-of-range": (lambda w: decode_file(w["d"] / "range.npy", w["d"] / "o.wav",
-                                                     w["d"] / "tiny.safetensors"),
+        "codes-out-of-range": (decode("range.npy"),
                                ["values 999..999 do not fit this codec", "codec that encoded it"]),
-        "codes-float": (lambda w: decode_file(w["d"] / "float.npy", w["d"] / "o.wav",
-                                              w["d"] / "tiny.safetensors"),
+        "codes-float": (decode("float.npy"),
                         ["codes are integers [K, T]", "voxlm codec encode"]),
-        "codes-pickled-object": (lambda w: decode_file(w["d"] / "object.npy", w["d"] / "o.wav",
-                                                       w["d"] / "tiny.safetensors"),
+        "codes-pickled-object": (decode("object.npy"),
                                  ["not a .npy code file", "voxlm codec encode"]),
-        "codes-not-npy": (lambda w: decode_file(w["d"] / "ok.wav", w["d"] / "o.wav",
-                                                w["d"] / "tiny.safetensors"), ["not a .npy code file"]),
-        "codes-npz-without-pitch": (lambda w: decode_file(w["d"] / "nopitch.npz", w["d"] / "o.wav",
-                                                          w["d"] / "tiny.safetensors"),
+        "codes-not-npy": (decode("ok.wav"), ["not a .npy code file"]),
+        "codes-npz-without-pitch": (decode("nopitch.npz"),
                                     ["without `codes` and `pitch` arrays", "--pitch"]),
-        "codes-pitch-frames": (lambda w: decode_file(w["d"] / "shortpitch.npz", w["d"] / "o.wav",
-                                                     w["d"] / "tiny.safetensors"),
+        "codes-pitch-frames": (decode("shortpitch.npz"),
                                ["is not 4 codes of 0..127 per frame (5 frames)", "--pitch"]),
-        "codes-pitch-float": (lambda w: decode_file(w["d"] / "floatpitch.npz", w["d"] / "o.wav",
-                                                    w["d"] / "tiny.safetensors"),
+        "codes-pitch-float": (decode("floatpitch.npz"),
                               ["not integers [4, T]", "--pitch"]),
         "codes-pitch-into-npy": (lambda w: encode_file(w["d"] / "ok.wav", w["d"] / "x.npy",
                                                        w["d"] / "tiny.safetensors", pitch=True),
